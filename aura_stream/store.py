@@ -1,0 +1,315 @@
+"""The activation store: one zarr v3 group per extraction run (format: ``docs/store-format.md``).
+
+Rows are written in whole row blocks; a block's completion flag is written only after all of
+its data, so a killed run resumes by skipping complete blocks and rewriting the others. Each row
+block of each array is exactly one zarr shard, owned by exactly one writer (zarr-python has no
+locks and corrupts concurrent partial-shard writes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from aura_stream._version import __version__
+from aura_stream.errors import NumericalError, StoreError
+
+SCHEMA_VERSION = 1
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+HOOK_NAME = re.compile(r"^blocks\.\d{1,5}\.(mlp\.hook_pre|mlp\.hook_pre_linear|mlp\.hook_post|hook_mlp_out)$")
+# Keys whose difference means "another run": resuming into such a store would mix runs.
+IDENTITY_KEYS = (
+    "model", "revision", "model_dtype", "tokenizer", "max_length", "poolings", "hooks",
+    "dataset_fingerprint", "n_samples", "store_dtype", "row_block", "n_shards",
+)
+
+
+def check_hook_name(name: str) -> str:
+    """Refuse hook names that are not TransformerLens MLP names (no paths, no ``..``)."""
+    if not HOOK_NAME.match(name):
+        raise StoreError(
+            f"hook name must look like blocks.<i>.mlp.hook_pre; got {name[:80]!r}. "
+            "The file was not written by aura-stream or was tampered with."
+        )
+    return name
+
+
+def neuron_chunk(width: int, row_block: int, itemsize: int, target_bytes: int = 1 << 20) -> int:
+    """Columns per chunk so that one chunk holds about ``target_bytes``."""
+    return max(1, min(width, target_bytes // max(1, row_block * itemsize)))
+
+
+@dataclass
+class StoreSpec:
+    """Everything that defines a store's shape and identity."""
+
+    n_samples: int
+    row_block: int
+    hooks: dict[str, int]  # hook name -> width, in forward order
+    poolings: list[str]
+    store_dtype: str
+    identity: dict[str, Any]  # the IDENTITY_KEYS values
+    provenance: dict[str, Any]  # everything else worth recording (config, versions, time)
+    labels: np.ndarray  # [n_samples] int8
+    sample_ids: list[str]
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of row blocks."""
+        return -(-self.n_samples // self.row_block)
+
+
+class ActivationStore:
+    """An opened store. Use :meth:`create_or_open` or :meth:`open`."""
+
+    def __init__(self, path: Path, group: zarr.Group):
+        self.path = path
+        self.group = group
+        attrs = dict(group.attrs).get("aura_stream")
+        if not isinstance(attrs, dict):
+            raise StoreError(f"{str(path)!r} is a zarr group but not an aura-stream store; point at one written by `extract`.")
+        self.attrs: dict[str, Any] = attrs
+        version = attrs.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store schema_version must be <= {SCHEMA_VERSION}; got {version!r}. "
+                "Upgrade aura-stream to read this store."
+            )
+        hooks = attrs.get("hooks")
+        if not isinstance(hooks, dict) or not hooks:
+            raise StoreError(f"store {str(path)!r} has no hook list in its attributes; it is damaged.")
+        self.hooks: dict[str, int] = {check_hook_name(str(k)): int(v) for k, v in hooks.items()}
+        self.poolings: list[str] = [str(p) for p in attrs.get("poolings", [])]
+        self.n_samples = int(attrs["n_samples"])
+        self.row_block = int(attrs["row_block"])
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, *, mode: str = "r") -> ActivationStore:
+        """Open an existing store; one clear error if ``path`` is not one."""
+        path = Path(path)
+        if not path.exists():
+            raise StoreError(f"store {str(path)!r} does not exist; run `aura-stream extract --out {path}` first.")
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{str(path)!r} is not an aura-stream store (no zarr.json); point at a `.zarr` written by `extract`.")
+        try:
+            group = zarr.open_group(str(path), mode=mode)  # type: ignore[arg-type]
+        except Exception as exc:  # zarr raises a variety of types for bad metadata
+            raise StoreError(f"cannot open store {str(path)!r}: {exc}.") from exc
+        return cls(path, group)
+
+    @classmethod
+    def create_or_open(cls, path: str | Path, spec: StoreSpec, *, overwrite: bool = False) -> ActivationStore:
+        """Create the store, or open it for resuming when it holds the same run.
+
+        Creation is race-free: the group is built in a temporary sibling directory and renamed
+        into place, so concurrent shard processes see either nothing or a complete store.
+
+        Raises
+        ------
+        StoreError
+            ``path`` is a file, a foreign directory, or a store of another run (named keys differ).
+        """
+        path = Path(path)
+        if path.is_file():
+            raise StoreError(f"`--out` must be a directory for the store; {str(path)!r} is a file.")
+        if path.exists() and overwrite:
+            remove_store(path)
+        if path.exists() and any(path.iterdir()) and not (path / "zarr.json").exists():
+            raise StoreError(f"`--out` {str(path)!r} is a non-empty directory that is not a store; choose a new path.")
+        if not (path / "zarr.json").exists():
+            _create_atomically(path, spec)
+        store = cls.open(path, mode="r+")
+        store.check_same_run(spec.identity)
+        return store
+
+    def check_same_run(self, identity: Mapping[str, Any]) -> None:
+        """Raise if this store was made by another model, data, selection or hook set."""
+        theirs = self.attrs.get("identity", {})
+        diffs = [k for k in IDENTITY_KEYS if _canon(theirs.get(k)) != _canon(identity.get(k))]
+        if diffs:
+            detail = "; ".join(f"{k}: store has {_short(theirs.get(k))}, this run {_short(identity.get(k))}" for k in diffs)
+            raise StoreError(
+                f"store {str(self.path)!r} holds another run ({detail}); use a new `--out` or `--overwrite` to replace it."
+            )
+
+    # -- layout ----------------------------------------------------------------------------
+    @property
+    def n_blocks(self) -> int:
+        """Number of row blocks."""
+        return -(-self.n_samples // self.row_block)
+
+    def block_rows(self, block: int) -> slice:
+        """Row slice of block ``block``."""
+        return slice(block * self.row_block, min(self.n_samples, (block + 1) * self.row_block))
+
+    def activations(self, pooling: str, hook_name: str) -> zarr.Array:
+        """The ``[n_samples, d_hook]`` array of one pooling and hook."""
+        check_hook_name(hook_name)
+        try:
+            arr = self.group[f"activations/{pooling}/{hook_name}"]
+        except KeyError:
+            raise StoreError(f"store has no activations for pooling {pooling!r} and hook {hook_name!r}; "
+                             f"it has poolings {self.poolings}.") from None
+        assert isinstance(arr, zarr.Array)
+        return arr
+
+    @property
+    def labels(self) -> np.ndarray:
+        """``[n_samples]`` int8 labels (1 = toxic)."""
+        return np.asarray(self.group["labels"][:])  # type: ignore[index]
+
+    @property
+    def sample_ids(self) -> np.ndarray:
+        """``[n_samples]`` sample ids."""
+        return np.asarray(self.group["sample_id"][:])  # type: ignore[index]
+
+    # -- progress --------------------------------------------------------------------------
+    def completed(self) -> np.ndarray:
+        """``[n_blocks]`` bool: which row blocks are completely written."""
+        return np.asarray(self.group["progress"][:]).astype(bool)  # type: ignore[index]
+
+    def missing_rows(self) -> int:
+        """Rows in blocks that are not complete."""
+        done = self.completed()
+        return sum(self.block_rows(b).stop - self.block_rows(b).start for b in np.flatnonzero(~done))
+
+    def write_block(self, block: int, data: Mapping[tuple[str, str], np.ndarray]) -> None:
+        """Write one row block of every array, then mark it complete (idempotent).
+
+        Parameters
+        ----------
+        block : int
+            Row block index.
+        data : mapping of (pooling, hook_name) to np.ndarray of shape [rows_in_block, d_hook]
+            Float32 values; converted to the store dtype after an overflow check.
+        """
+        rows = self.block_rows(block)
+        dtype = np.dtype(self.attrs["store_dtype"])
+        for (pooling, hook_name), values in data.items():
+            if values.shape != (rows.stop - rows.start, self.hooks[hook_name]):
+                raise StoreError(f"block {block} of {hook_name} has shape {values.shape}; expected "
+                                 f"{(rows.stop - rows.start, self.hooks[hook_name])}.")
+            check_finite(values, hook_name, row_offset=rows.start, store_dtype=dtype)
+            self.activations(pooling, hook_name)[rows] = values.astype(dtype, copy=False)
+        self.group["progress"][block] = 1  # type: ignore[index]
+
+    def write_scores(self, pooling: str, hook_name: str, auroc: np.ndarray, provenance: dict[str, Any]) -> None:
+        """Store the AUROCs of one hook (``scores/<pooling>/<hook>/auroc``) with provenance."""
+        name = f"scores/{pooling}/{check_hook_name(hook_name)}/auroc"
+        arr = self.group.create_array(name, shape=auroc.shape, dtype="float64", chunks=auroc.shape,
+                                      compressors=None, overwrite=True)
+        arr[:] = auroc
+        arr.attrs["aura_stream"] = provenance
+
+    def read_scores(self, pooling: str, hook_name: str) -> np.ndarray | None:
+        """Stored AUROCs of one hook, or None when `score` has not run for it."""
+        try:
+            arr = self.group[f"scores/{pooling}/{check_hook_name(hook_name)}/auroc"]
+        except KeyError:
+            return None
+        return np.asarray(arr[:])  # type: ignore[index]
+
+    def iter_arrays(self) -> Iterator[tuple[str, str, zarr.Array]]:
+        """Every (pooling, hook_name, array)."""
+        for pooling in self.poolings:
+            for hook_name in self.hooks:
+                yield pooling, hook_name, self.activations(pooling, hook_name)
+
+
+def check_finite(values: np.ndarray, hook_name: str, *, row_offset: int, store_dtype: np.dtype[Any]) -> None:
+    """NaN/inf are refused; so are values that float16 would turn into inf."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        raise NumericalError(
+            f"activations must be finite; hook {hook_name} neuron {col} sample {row + row_offset} "
+            f"is {values[row, col]}. Load the model in float32 (`--dtype float32`)."
+        )
+    if store_dtype == np.float16:
+        peak = float(np.abs(values).max(initial=0.0))
+        if peak > FLOAT16_MAX:
+            row, col = np.unravel_index(int(np.abs(values).argmax()), values.shape)
+            raise NumericalError(
+                f"activations must fit float16 (|x| <= 65504); hook {hook_name} neuron {col} sample "
+                f"{row + row_offset} is {peak:.6g}. Rerun with `--store-dtype float32 --overwrite`."
+            )
+
+
+def remove_store(path: Path) -> None:
+    """Delete a store, refusing to delete anything that is not one (``--overwrite`` safety)."""
+    meta = path / "zarr.json"
+    if path.is_dir() and any(path.iterdir()):
+        try:
+            attrs = json.loads(meta.read_text()).get("attributes", {})
+        except (OSError, ValueError):
+            attrs = {}
+        if "aura_stream" not in attrs:
+            raise StoreError(f"`--overwrite` only replaces aura-stream stores; {str(path)!r} is not one. Remove it yourself.")
+    shutil.rmtree(path, ignore_errors=False) if path.is_dir() else None
+
+
+def _create_atomically(path: Path, spec: StoreSpec) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        _create(tmp, spec)
+        try:
+            if path.exists() and not any(path.iterdir()):
+                path.rmdir()
+            os.rename(tmp, path)
+        except OSError:
+            if not (path / "zarr.json").exists():  # not a lost race: a real failure
+                raise
+    except OSError as exc:
+        raise StoreError(f"cannot create store {str(path)!r}: {exc.strerror or exc}. Check the path and free space.") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _create(path: Path, spec: StoreSpec) -> None:
+    group = zarr.open_group(str(path), mode="w-")
+    attrs = {
+        "schema_version": SCHEMA_VERSION, "package": "aura-stream", "package_version": __version__,
+        "n_samples": spec.n_samples, "row_block": spec.row_block, "hooks": spec.hooks,
+        "poolings": spec.poolings, "store_dtype": spec.store_dtype, "identity": spec.identity,
+        **spec.provenance,
+    }
+    group.attrs["aura_stream"] = json.loads(json.dumps(attrs, default=str))
+    dtype = np.dtype(spec.store_dtype)
+    for pooling in spec.poolings:
+        for hook_name, width in spec.hooks.items():
+            inner = neuron_chunk(width, spec.row_block, dtype.itemsize)
+            group.create_array(
+                f"activations/{pooling}/{check_hook_name(hook_name)}",
+                shape=(spec.n_samples, width), dtype=dtype, chunks=(spec.row_block, inner),
+                shards=(spec.row_block, -(-width // inner) * inner), compressors=None,
+                fill_value=0, dimension_names=("sample", "neuron"),
+            )
+    group.create_array("progress", shape=(spec.n_blocks,), dtype="uint8", chunks=(1,), fill_value=0,
+                       compressors=None)
+    labels = group.create_array("labels", shape=(spec.n_samples,), dtype="int8",
+                                chunks=(spec.n_samples,), compressors=None)
+    labels[:] = spec.labels
+    ids = group.create_array("sample_id", shape=(spec.n_samples,), dtype=str, chunks=(spec.n_samples,))
+    ids[:] = np.asarray(spec.sample_ids, dtype=object)
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _short(value: Any) -> str:
+    text = _canon(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,80 @@
+"""Pieces shared by every command: YAML config as click defaults, errors as one line."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from aura_stream.errors import AuraStreamError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class AuraGroup(click.Group):
+    """A group whose commands turn ``AuraStreamError`` into one line and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AuraStreamError as exc:
+            if ctx.meta.get("aura_stream.debug"):
+                traceback.print_exc()
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; rerun the same command to resume.", err=True)
+            sys.exit(130)
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Eager callback: YAML keys become click defaults (command line > env > YAML > code)."""
+    if not value:
+        return value
+    path = Path(value)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {value!r}: {exc.strerror}.", param_hint="--config") from None
+    except yaml.YAMLError as exc:
+        raise click.BadParameter(f"{value!r} is not valid YAML: {exc}.", param_hint="--config") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{value!r} must hold a mapping of option: value.", param_hint="--config")
+    known = {p.name for p in ctx.command.params if p.name and p.name != "config"}
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise click.BadParameter(
+            f"unknown key(s) {', '.join(unknown)} in {value!r}; known: {', '.join(sorted(known))}.",
+            param_hint="--config",
+        )
+    ctx.default_map = {**(ctx.default_map or {}), **data}
+    ctx.meta["aura_stream.config_file"] = str(path)
+    return value
+
+
+def config_option(f: F) -> F:
+    """Add ``--config FILE`` (YAML defaults for this command)."""
+    return click.option(
+        "--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+        callback=_load_config,
+        help="YAML file of option defaults (command line > AURA_STREAM_* env > YAML > built-in).",
+    )(f)
+
+
+def resolved_config(ctx: click.Context) -> dict[str, Any]:
+    """The options as finally resolved, for provenance."""
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ctx.params.items()}
+    if "aura_stream.config_file" in ctx.meta:
+        out["config_file"] = ctx.meta["aura_stream.config_file"]
+    out["command"] = ctx.command_path
+    return out
+
+
+def echo(message: str = "", *, err: bool = False) -> None:
+    """Print to stdout (results) or stderr (progress, notes)."""
+    click.echo(message, err=err)
