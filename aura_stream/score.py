@@ -1,0 +1,265 @@
+"""``score``: exact per-neuron AUROC of a store, out of core with dask, and the intervention file."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aura_stream.errors import InputError, StoreError
+from aura_stream.hookpoints import match_hooks
+from aura_stream.interventions import (
+    METHODS,
+    Intervention,
+    check_unit,
+    make_intervention,
+    save_intervention,
+)
+from aura_stream.store import ActivationStore
+
+
+@dataclass(frozen=True)
+class HookSummary:
+    """One line of the score report."""
+
+    hook_name: str
+    width: int
+    n_above_half: int
+    max_auroc: float
+    mean_alpha: float
+    n_dampened: int
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What one ``score`` call produced."""
+
+    intervention: Intervention
+    out: Path | None
+    summary: list[HookSummary]
+    computed: list[str]  # hooks whose AUROCs were computed now (others came from the store)
+
+
+@contextlib.contextmanager
+def dask_client(*, workers: int | None = None, scheduler: str | None = None,
+                timeout: float = 10.0) -> Iterator[Any]:
+    """A ``dask.distributed`` client for ``scheduler`` or a local cluster of ``workers``; else None.
+
+    None means dask's local threaded scheduler. The client and any cluster it started are
+    closed on exit.
+    """
+    if scheduler and workers:
+        raise InputError("`--workers` and `--scheduler` exclude each other; pass one.")
+    if not scheduler and not workers:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise InputError(
+                f"`--scheduler` {scheduler} did not answer within {timeout:.0f} s ({type(exc).__name__}); "
+                "start `dask scheduler` there or drop `--scheduler`."
+            ) from None
+        with client:
+            yield client
+        return
+    if workers is not None and workers < 1:
+        raise InputError(f"`--workers` must be >= 1; got {workers}.")
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def compute_aurocs(store: ActivationStore, pooling: str, hook_names: Sequence[str], *,
+                   client: Any = None, memory_budget: str | int = "2GB",
+                   progress: bool = True) -> dict[str, np.ndarray]:
+    """AUROC of every neuron of ``hook_names``, computed from the store in column blocks.
+
+    Parameters
+    ----------
+    store : ActivationStore
+        A complete store.
+    memory_budget : str or int
+        Working memory for all blocks in flight together; a block's columns follow from it.
+
+    Returns
+    -------
+    dict of hook name to np.ndarray of shape [d_hook], float64
+    """
+    import dask
+    import dask.array as da
+
+    from aura_stream.auroc import auroc_dask, parse_memory
+
+    labels = store.labels
+    budget = parse_memory(memory_budget)
+    n_parallel = len(client.ncores()) if client is not None else max(1, _threads())
+    per_block = max(1, budget // max(1, n_parallel))
+    lazy = [
+        auroc_dask(da.from_zarr(store.activations(pooling, h)), labels, memory_budget=per_block,
+                   name=f"hook {h}")
+        for h in hook_names
+    ]
+    if client is not None:
+        from distributed import as_completed
+        from tqdm.auto import tqdm
+
+        futures = client.compute(lazy)
+        for _ in tqdm(as_completed(futures), total=len(futures), unit="hook", desc="score",
+                      disable=not progress):
+            pass
+        results = [f.result() for f in futures]
+    else:
+        from dask.diagnostics import ProgressBar
+
+        ctx = ProgressBar(out=sys.stderr) if progress else contextlib.nullcontext()
+        with ctx:
+            results = list(dask.compute(*lazy, scheduler="threads"))
+    return {h: np.asarray(r, dtype=np.float64) for h, r in zip(hook_names, results, strict=True)}
+
+
+def _threads() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def score(
+    store_path: str | Path,
+    *,
+    method: str = "aura",
+    out: str | Path | None = None,
+    pooling: str | None = None,
+    hooks: Sequence[str] | None = None,
+    strength: float = 1.0,
+    num_experts: int | None = None,
+    damp_alpha: float = 0.5,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    memory_budget: str | int = "2GB",
+    recompute: bool = False,
+    progress: bool = True,
+    config: Mapping[str, Any] | None = None,
+) -> ScoreResult:
+    """Score a store's neurons and build an intervention.
+
+    AUROCs already in the store (``scores/<pooling>/<hook>/auroc``) are reused, so a second call
+    with another method or k costs nothing; ``recompute`` forces fresh ones.
+
+    Raises
+    ------
+    StoreError
+        Missing, foreign or incomplete store (names the missing rows).
+    InputError
+        Unknown method, bad k, alpha or strength, one class only, hook patterns matching nothing.
+    NumericalError
+        NaN/inf in activations (names hook and neuron).
+    """
+    from aura_stream.auroc import parse_memory
+
+    if method not in METHODS:
+        raise InputError(f"`--method` must be one of {', '.join(METHODS)}; got {method!r}.")
+    check_unit("strength", strength)
+    check_unit("damp_alpha", damp_alpha)
+    if method != "aura" and (num_experts is None or num_experts < 1):
+        raise InputError(f"`--num-experts` must be >= 1 for method {method}; got {num_experts}.")
+    parse_memory(memory_budget)
+    out_path = Path(out) if out is not None else None
+    if out_path is not None and out_path.is_dir():
+        raise InputError(f"`--out` must be a file path; {str(out_path)!r} is a directory.")
+    store = ActivationStore.open(store_path, mode="r+")
+    missing = store.missing_rows()
+    if missing:
+        raise StoreError(f"store {str(store.path)!r} is incomplete: {missing} of {store.n_samples} rows missing; "
+                         "rerun the same `extract` command to finish it.")
+    labels = store.labels
+    if labels.min() == labels.max():
+        raise InputError(f"labels must hold both classes; the store has only class {int(labels[0])}. "
+                         "Extract toxic and non-toxic sentences.")
+    pooling = pooling or store.poolings[0]
+    if pooling not in store.poolings:
+        raise InputError(f"`--pooling` must be one the store holds ({', '.join(store.poolings)}); got {pooling!r}.")
+    names = match_hooks(list(hooks), store.hooks) if hooks else list(store.hooks)
+    if method != "aura" and num_experts is not None:
+        total = sum(store.hooks[n] for n in names)
+        if num_experts > total:
+            raise InputError(f"`--num-experts` must be <= {total}, the neurons selected; got {num_experts}.")
+    aurocs: dict[str, np.ndarray] = {}
+    todo = []
+    for name in names:
+        stored = None if recompute else store.read_scores(pooling, name)
+        if stored is not None and stored.shape == (store.hooks[name],):
+            aurocs[name] = stored
+        else:
+            todo.append(name)
+    if todo:
+        with dask_client(workers=workers, scheduler=scheduler) as client:
+            fresh = compute_aurocs(store, pooling, todo, client=client, memory_budget=memory_budget,
+                                   progress=progress)
+        prov = {"computed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "dataset_fingerprint": store.attrs.get("identity", {}).get("dataset_fingerprint"),
+                "config": dict(config or {})}
+        for name, values in fresh.items():
+            store.write_scores(pooling, name, values, prov)
+        aurocs.update(fresh)
+    aurocs = {n: aurocs[n] for n in names}
+    identity = store.attrs.get("identity", {})
+    iv = make_intervention(
+        aurocs, method=method, num_experts=num_experts, damp_alpha=damp_alpha, strength=strength,
+        metadata={"model": identity.get("model"), "model_type": store.attrs.get("model_type"),
+                  "pooling": pooling, "store": str(store.path.resolve()),
+                  "store_fingerprint": identity.get("dataset_fingerprint"),
+                  "n_samples": store.n_samples, "config": dict(config or {})},
+    )
+    if out_path is not None:
+        save_intervention(iv, out_path)
+    return ScoreResult(iv, out_path, summarise(iv), todo)
+
+
+def summarise(iv: Intervention) -> list[HookSummary]:
+    """Per hook: neurons with AUROC > 0.5, max AUROC, mean alpha, neurons dampened."""
+    return [
+        HookSummary(name, int(a.shape[0]), int((iv.aurocs[name] > 0.5).sum()), float(iv.aurocs[name].max()),
+                    float(a.mean()), int((a < 1).sum()))
+        for name, a in iv.alphas.items()
+    ]
+
+
+def plot_aurocs(aurocs: Mapping[str, np.ndarray], path: str | Path, *, title: str = "") -> Path:
+    """Box plot of the AUROC distribution per layer, one panel per hook kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for name, values in aurocs.items():
+        _, layer, kind = name.split(".", 2)
+        kinds.setdefault(kind, []).append((int(layer), values))
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(max(6.0, 0.35 * max(len(v) for v in kinds.values()) + 3),
+                                                      2.8 * len(kinds)), squeeze=False)
+    for ax, (kind, items) in zip(axes[:, 0], kinds.items(), strict=True):
+        items.sort()
+        ax.boxplot([v for _, v in items], tick_labels=[str(i) for i, _ in items], showfliers=True,
+                   flierprops={"markersize": 2})
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_ylabel("AUROC")
+        ax.set_title(f"{kind}: AUROC per neuron by layer (above 0.5 = fires more on toxic text)", fontsize=9)
+    axes[-1, 0].set_xlabel("layer")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
