@@ -103,11 +103,13 @@ def test_scorer_assets_match_manifest() -> None:
         assert hashlib.sha256((SCORER_ASSETS / name).read_bytes()).hexdigest() == digest, name
     assert {"NOTICE.md", "LICENSE-toxic-comment-classifier.txt"} <= on_disk
     assert "Md Irfan Ali" in (SCORER_ASSETS / "NOTICE.md").read_text(encoding="utf-8")
-    assert not [p for p in SCORER_ASSETS.iterdir() if p.suffix in (".pickle", ".pkl", ".pt", ".bin")]
+    unsafe = (".pickle", ".pkl", ".pt", ".bin")
+    assert not [p for p in SCORER_ASSETS.iterdir() if p.suffix in unsafe]
 
 
 def test_all_assets_are_small() -> None:
-    total = sum(p.stat().st_size for p in (REPO / "aura_stream" / "assets").rglob("*") if p.is_file())
+    files = [p for p in (REPO / "aura_stream" / "assets").rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files)
     assert total < 6_000_000
 
 
@@ -150,8 +152,8 @@ def test_reproduces_upstream_keras_outputs(bilstm: BiLSTMScorer) -> None:
 def test_clear_insults_rank_above_clean_sentences(bilstm: BiLSTMScorer) -> None:
     insults = bilstm.score(TOXIC[:-1])
     clean = bilstm.score(CLEAN)
-    assert insults.min() > clean.max()  # measured 0.49 > 0.19
-    assert (insults >= 0.5).mean() >= 0.8  # measured 18/19
+    assert insults.min() > clean.max()  # measured 0.60 > 0.19
+    assert (insults >= 0.5).mean() >= 0.9  # measured 19/19
     assert (clean < 0.5).all()
 
 
@@ -228,7 +230,7 @@ def _keras_bilstm_numpy(h5_path: Path, ids: np.ndarray) -> np.ndarray:
     import h5py
 
     def sigmoid(x: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-x))
+        return np.asarray(1.0 / (1.0 + np.exp(-x)))
 
     with h5py.File(h5_path, "r") as f:
         def v(path: str) -> np.ndarray:
@@ -319,7 +321,7 @@ def test_weights_dir_copy_loads(weights_copy: Path, bilstm: BiLSTMScorer) -> Non
 
 def test_missing_asset_is_a_load_error(weights_copy: Path) -> None:
     (weights_copy / "word_index.json").unlink()
-    with pytest.raises(ModelLoadError, match="`word_index.json` must exist in"):
+    with pytest.raises(ModelLoadError, match=r"`word_index\.json` must exist in"):
         BiLSTMScorer(weights_dir=weights_copy)
 
 
@@ -343,7 +345,7 @@ def test_corrupt_assets_are_load_errors(weights_copy: Path, name: str, content: 
 
 def test_wrong_tensor_shapes_are_load_errors(weights_copy: Path) -> None:
     save_file({"embedding.weight": torch.zeros(3, 2)}, str(weights_copy / "bilstm.safetensors"))
-    with pytest.raises(ModelLoadError, match="must hold the BiLSTM described by bilstm.json"):
+    with pytest.raises(ModelLoadError, match=r"must hold the BiLSTM described by bilstm\.json"):
         BiLSTMScorer(weights_dir=weights_copy)
 
 
@@ -409,13 +411,15 @@ def _tiny_classifier(path: Path, *, id2label: dict[int, str], multi_label: bool 
         PreTrainedTokenizerFast,
     )
 
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *sorted({w.strip(".,!?'").lower()
-                                                          for t in TOXIC + CLEAN for w in t.split()})]
+    corpus = {w.strip(".,!?'").lower() for t in TOXIC + CLEAN for w in t.split()}
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *sorted(corpus)]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                        cls_token="[CLS]", sep_token="[SEP]", model_max_length=16)
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", model_max_length=16,
+    )
     torch.manual_seed(seed)
     config = DistilBertConfig(
         vocab_size=len(words), dim=16, n_layers=1, n_heads=2, hidden_dim=32,
@@ -441,7 +445,8 @@ def _oracle_probs(path: Path, texts: list[str], *, multi_label: bool) -> np.ndar
     with torch.no_grad():
         for text in texts:
             logits = model(**tokenizer([text], truncation=True, return_tensors="pt")).logits[0]
-            rows.append((torch.sigmoid(logits) if multi_label else torch.softmax(logits, -1)).numpy())
+            probs = torch.sigmoid(logits) if multi_label else torch.softmax(logits, -1)
+            rows.append(probs.numpy())
     return np.stack(rows).astype(np.float64)
 
 
