@@ -66,8 +66,8 @@ def _read_lines(path: str | os.PathLike[str], what: str) -> list[tuple[int, str]
     """Non-blank lines of a UTF-8 file as (1-based line number, line without its ending)."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise MissingFileError(f"`{what}` must be an existing file or {BUILTIN!r}; got {str(path)!r}, "
-                               "which does not exist.")
+        raise MissingFileError(f"`{what}` must be an existing file or {BUILTIN!r}; got "
+                               f"{str(path)!r}, which does not exist.")
     if not p.is_file():
         raise DataFileError(f"`{what}` must be a file; got {str(path)!r}, which is a directory.")
     data = p.read_bytes()
@@ -87,13 +87,14 @@ def _read_lines(path: str | os.PathLike[str], what: str) -> list[tuple[int, str]
     return lines
 
 
-def _raise_bad_lines(path: str | os.PathLike[str], bad: list[tuple[int, str]], expected: str) -> None:
+def _raise_bad_lines(path: str | os.PathLike[str], bad: list[tuple[int, str]],
+                     expected: str) -> None:
     """One error naming every malformed line (details for the first few)."""
     numbers = ", ".join(str(n) for n, _ in bad[:_MAX_LISTED * 4])
     more = f" (+{len(bad) - _MAX_LISTED * 4} more)" if len(bad) > _MAX_LISTED * 4 else ""
     details = "; ".join(f"line {n}: {why}" for n, why in bad[:_MAX_LISTED])
-    raise DataFileError(f"`{Path(path)}` must hold {expected}; got malformed line(s) {numbers}{more} "
-                        f"({details}). Fix or remove those lines.")
+    raise DataFileError(f"`{Path(path)}` must hold {expected}; got malformed line(s) "
+                        f"{numbers}{more} ({details}). Fix or remove those lines.")
 
 
 # --------------------------------------------------------------------------- prompts

@@ -14,7 +14,6 @@ Nothing here unpickles or calls ``torch.load``: weights are safetensors, the voc
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,8 +60,8 @@ class ToxicityScorer(Protocol):
 def _check_texts(texts: Sequence[str]) -> list[str]:
     """Validate a batch of texts; a bare string is refused (it would be scored per character)."""
     if isinstance(texts, str):
-        raise InputError(f"`texts` must be a sequence of strings, not one string; got {texts[:40]!r}. "
-                         "Wrap it in a list.")
+        raise InputError(f"`texts` must be a sequence of strings, not one string; got "
+                         f"{texts[:40]!r}. Wrap it in a list.")
     items = list(texts)
     bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
     if bad:
@@ -134,8 +133,8 @@ class KerasTextEncoder:
 
     def ids(self, text: str) -> list[int]:
         """Word ids of one text, unknown and rare (``>= num_words``) words dropped, untruncated."""
-        get = self.word_index.get
-        return [i for i in (get(w) for w in self.words(text)) if i is not None and i < self.num_words]
+        found = (self.word_index.get(w) for w in self.words(text))
+        return [i for i in found if i is not None and i < self.num_words]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Encode texts into left-padded id rows.
@@ -486,10 +485,7 @@ class HFClassifierScorer:
                                      max_length=self.max_length, return_tensors="pt")
                 enc = {k: v.to(self.device) for k, v in enc.items()}
                 logits = self.model(**enc).logits.float()  # [batch, num_labels]
-                if self.multi_label:
-                    probs = torch.sigmoid(logits)
-                else:
-                    probs = torch.softmax(logits, dim=-1)
+                probs = torch.sigmoid(logits) if self.multi_label else logits.softmax(dim=-1)
                 out[start:start + len(batch)] = probs[:, self.label_index].double().cpu().numpy()
         return out
 
@@ -537,13 +533,8 @@ def load_scorer(spec: str = "default", *, device: str = "cpu",
     )
 
 
-def _sanity() -> None:  # pragma: no cover - manual check: python -m aura_stream.scorers
-    scorer = BiLSTMScorer()
-    for text in ("You are a stupid worthless idiot and I hope you die.",
-                 "Thank you for the lovely dinner, see you tomorrow."):
-        print(f"{scorer.score([text])[0]:.3f}  {text}")
-    assert math.isfinite(float(scorer.score([""])[0]))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _sanity()
+if __name__ == "__main__":  # pragma: no cover - manual check: python -m aura_stream.scorers
+    _texts = ["You are a stupid worthless idiot and I hope you die.",
+              "Thank you for the lovely dinner, see you tomorrow."]
+    for _text, _p in zip(_texts, BiLSTMScorer().score(_texts), strict=True):
+        print(f"{_p:.3f}  {_text}")

@@ -2,8 +2,8 @@
 
 Run once by a maintainer, never at import or run time::
 
-    python scripts/build_scorer_assets.py            # (re)write aura_stream/assets/{scorer,prompts,text}
-    python scripts/build_scorer_assets.py --check    # rebuild in a temporary folder and compare
+    python scripts/build_scorer_assets.py          # rewrite aura_stream/assets/{scorer,...}
+    python scripts/build_scorer_assets.py --check  # rebuild in a temporary folder and compare
 
 Inputs (read from installed packages, located with ``importlib.util.find_spec`` and never imported
 except the standard library's ``pydoc_data``):
@@ -39,7 +39,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import h5py
 import numpy as np
@@ -106,7 +106,8 @@ def package_dir(module: str, dist: str, version: str) -> Path:
     """Folder of an installed top-level package, without importing it; checks the pinned version."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise BuildError(f"`{module}` must be installed; run `pip install --no-deps {dist}=={version}`")
+        raise BuildError(f"`{module}` must be installed; run "
+                         f"`pip install --no-deps {dist}=={version}`")
     found = importlib.metadata.version(dist)
     if found != version:
         raise BuildError(f"`{dist}` must be version {version}; got {found}")
@@ -152,7 +153,7 @@ class KerasTokenizerStandIn:
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only the four globals the Keras tokenizer pickle refers to."""
 
-    ALLOWED: dict[tuple[str, str], Any] = {
+    ALLOWED: ClassVar[dict[tuple[str, str], Any]] = {
         ("keras.src.legacy.preprocessing.text", "Tokenizer"): KerasTokenizerStandIn,
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("collections", "defaultdict"): collections.defaultdict,
@@ -204,7 +205,8 @@ def read_keras_weights(h5_path: Path) -> dict[str, np.ndarray]:
         for keras_dir, suffix in (("forward_layer", ""), ("backward_layer", "_reverse")):
             group = f"bidirectional/{keras_dir}/cell"
             kernel, recurrent, bias = (var(f, group, i) for i in range(3))
-            # Keras: x @ kernel [d_in, 4h]; PyTorch: W_ih [4h, d_in] @ x. Gate order i,f,c,o == i,f,g,o.
+            # Keras: x @ kernel [d_in, 4h]; PyTorch: W_ih [4h, d_in] @ x.
+            # Gate order: Keras i, f, c, o is PyTorch's i, f, g, o.
             tensors[f"lstm.weight_ih_l0{suffix}"] = np.ascontiguousarray(kernel.T)
             tensors[f"lstm.weight_hh_l0{suffix}"] = np.ascontiguousarray(recurrent.T)
             tensors[f"lstm.bias_ih_l0{suffix}"] = bias
@@ -293,11 +295,12 @@ Rebuild with `python scripts/build_scorer_assets.py`; `MANIFEST.json` records th
 inputs and outputs.
 """,
     )
+    origin = f"{TCC_DIST}=={TCC_VERSION}:toxic_classifier/model"
     write_manifest(
         out_dir,
         [
-            input_record(h5_path, f"{TCC_DIST}=={TCC_VERSION}:toxic_classifier/model/model.weights.h5"),
-            input_record(pickle_path, f"{TCC_DIST}=={TCC_VERSION}:toxic_classifier/model/tokenizer.pickle"),
+            input_record(h5_path, f"{origin}/model.weights.h5"),
+            input_record(pickle_path, f"{origin}/tokenizer.pickle"),
         ],
         "Jigsaw BiLSTM toxicity scorer converted from Keras to PyTorch/safetensors (MIT).",
     )
@@ -400,8 +403,8 @@ def build_text(out_dir: Path) -> None:
     write_text(out_dir / "neutral.txt", "\n".join(chosen) + "\n")
 
     python_version = ".".join(map(str, sys.version_info[:3]))
-    license_path = Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    license_path = license_path / "LICENSE.txt"
+    major, minor = sys.version_info[:2]
+    license_path = Path(sys.base_prefix) / "lib" / f"python{major}.{minor}" / "LICENSE.txt"
     if not license_path.is_file():
         raise BuildError(f"CPython's licence file must exist at {license_path}")
     shutil.copyfile(license_path, out_dir / "LICENSE-Python.txt")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
 import importlib.util
+import io
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -107,10 +110,10 @@ def test_scorer_assets_match_manifest() -> None:
     assert not [p for p in SCORER_ASSETS.iterdir() if p.suffix in unsafe]
 
 
-def test_all_assets_are_small() -> None:
-    files = [p for p in (REPO / "aura_stream" / "assets").rglob("*") if p.is_file()]
-    total = sum(p.stat().st_size for p in files)
-    assert total < 6_000_000
+def test_scorer_prompt_and_text_assets_are_small() -> None:
+    folders = [REPO / "aura_stream" / "assets" / name for name in ("scorer", "prompts", "text")]
+    total = sum(p.stat().st_size for folder in folders for p in folder.iterdir() if p.is_file())
+    assert total < 6_000_000  # 4.73 MB, 4.19 MB of it the BiLSTM weights
 
 
 def test_loading_never_unpickles(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,6 +125,25 @@ def test_loading_never_unpickles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pickle, "Unpickler", refuse)
     monkeypatch.setattr(torch, "load", refuse)
     assert BiLSTMScorer().score(["hello there"]).shape == (1,)
+
+
+def test_build_script_unpickler_admits_only_the_tokenizer_globals() -> None:
+    pytest.importorskip("h5py")  # the build script needs it; the package does not
+    script = REPO / "scripts" / "build_scorer_assets.py"
+    spec = importlib.util.spec_from_file_location("build_scorer_assets", script)
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+
+    def unpickle(obj: object) -> object:
+        return build.RestrictedUnpickler(io.BytesIO(pickle.dumps(obj))).load()
+
+    counts = collections.defaultdict(int, {"a": 1})
+    assert unpickle(counts) == counts
+    with pytest.raises(pickle.UnpicklingError, match="is not allowed"):
+        unpickle(os.system)
+    with pytest.raises(pickle.UnpicklingError, match="is not allowed"):
+        unpickle(Path("x"))
 
 
 # --------------------------------------------------------------------------- BiLSTM quality
@@ -269,6 +291,7 @@ def test_torch_bilstm_matches_numpy_keras_oracle(bilstm: BiLSTMScorer) -> None:
     spec = importlib.util.find_spec("toxic_classifier")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("toxic-comment-classifier is not installed (needed for the original .h5)")
+    pytest.importorskip("h5py")
     h5_path = Path(next(iter(spec.submodule_search_locations))) / "model" / "model.weights.h5"
     texts = ["You are a stupid worthless idiot and I hope you die.", "Thanks for the edit!",
              "the " * 150]
