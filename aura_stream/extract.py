@@ -7,6 +7,7 @@ import os
 import platform
 import queue
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class ExtractResult:
     blocks_written: int
     blocks_skipped: int
     hooks: dict[str, int]
+    seconds: float  # wall time of the forward passes and writes (model loading excluded)
 
 
 def parse_shard(text: str | None, env: Mapping[str, str] | None = None) -> tuple[int, int]:
@@ -147,6 +149,7 @@ def extract(
     mine = [b for b in range(store.n_blocks) if b % shard[1] == shard[0]]
     todo = [b for b in mine if not done[b]]
     n_todo = sum(store.block_rows(b).stop - store.block_rows(b).start for b in todo)
+    start = time.perf_counter()
     writer = _BackgroundWriter(store)
     bar = tqdm(total=n_todo, unit="sample", desc=f"extract {out.name}", disable=not progress,
                dynamic_ncols=True)
@@ -162,7 +165,8 @@ def extract(
         raise
     finally:
         bar.close()
-    return ExtractResult(out, len(texts), len(todo), len(mine) - len(todo), dict(store.hooks))
+    return ExtractResult(out, len(texts), len(todo), len(mine) - len(todo), dict(store.hooks),
+                         time.perf_counter() - start)
 
 
 def _probe(capture: PooledCapture, loaded: LoadedModel, texts: list[str], max_length: int) -> None:

@@ -95,7 +95,8 @@ def extract_cmd(ctx: click.Context, **opts: Any) -> None:
         max_memory=max_memory, progress=not opts["quiet"], config=resolved_config(ctx),
     )
     echo(f"store {result.path}: {result.n_samples} samples, {len(result.hooks)} hooks; "
-         f"{result.blocks_written} row blocks written, {result.blocks_skipped} already complete")
+         f"{result.blocks_written} row blocks written, {result.blocks_skipped} already complete "
+         f"({result.seconds:.1f} s)")
 
 
 @click.command("info")
