@@ -203,8 +203,14 @@ def score(
             todo.append(name)
     if todo:
         with dask_client(workers=workers, scheduler=scheduler) as client:
-            fresh = compute_aurocs(store, pooling, todo, client=client, memory_budget=memory_budget,
-                                   progress=progress)
+            try:
+                fresh = compute_aurocs(store, pooling, todo, client=client, memory_budget=memory_budget,
+                                       progress=progress)
+            except ValueError as exc:
+                if "checksum" not in str(exc):
+                    raise
+                raise StoreError(f"store {str(store.path)!r} is corrupted: a chunk failed its crc32c checksum; "
+                                 "extract again with `--overwrite` (the data cannot be trusted).") from exc
         prov = {"computed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "dataset_fingerprint": store.attrs.get("identity", {}).get("dataset_fingerprint"),
                 "config": dict(config or {})}

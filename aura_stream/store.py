@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec
 
 from aura_stream._version import __version__
 from aura_stream.errors import NumericalError, StoreError
@@ -294,7 +295,7 @@ def _create(path: Path, spec: StoreSpec) -> None:
             group.create_array(
                 f"activations/{pooling}/{check_hook_name(hook_name)}",
                 shape=(spec.n_samples, width), dtype=dtype, chunks=(spec.row_block, inner),
-                shards=(spec.row_block, -(-width // inner) * inner), compressors=None,
+                shards=(spec.row_block, -(-width // inner) * inner), compressors=[Crc32cCodec()],
                 fill_value=0, dimension_names=("sample", "neuron"),
             )
     group.create_array("progress", shape=(spec.n_blocks,), dtype="uint8", chunks=(1,), fill_value=0,
