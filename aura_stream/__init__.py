@@ -2,22 +2,20 @@
 
 The data flow is the module list: ``data`` -> ``model``/``hookpoints``/``pooling`` ->
 ``store`` (``extract``) -> ``auroc`` (``score``) -> ``interventions`` -> ``generate``/``fold`` ->
-``evaluate``.  Heavy imports (torch, transformers, dask) happen inside those modules, so
-``import aura_stream`` stays cheap.
+``evaluate``.
+
+>>> import numpy as np, aura_stream
+>>> aura_stream.auroc(np.array([[0.1], [0.9], [0.4]]), np.array([0, 1, 1])).tolist()
+[1.0]
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from aura_stream._version import __version__
+
+# Importing the function binds the name after the submodule is loaded, so ``aura_stream.auroc``
+# is the callable of the issue (``aura_stream.auroc(activations, labels)``), not the module.
+from aura_stream.auroc import auroc, auroc_dask
 from aura_stream.errors import AuraStreamError
 
-__all__ = ["AuraStreamError", "__version__", "auroc"]
-
-
-def auroc(activations: Any, labels: Any, **kwargs: Any) -> Any:
-    """Exact per-neuron AUROC; see :func:`aura_stream.auroc.auroc`."""
-    from aura_stream.auroc import auroc as _auroc
-
-    return _auroc(activations, labels, **kwargs)
+__all__ = ["AuraStreamError", "__version__", "auroc", "auroc_dask"]
