@@ -1,0 +1,140 @@
+"""``demo``: the whole method on the embedded model and data, offline, in minutes.
+
+extract -> score (AurA, and Det0/Damp at a matched number of neurons) -> a few continuations
+baseline vs AurA -> eval of every arm on held-out RealToxicityPrompts prompts with one set of seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aura_stream.errors import InputError
+
+DEMO_DIR = Path(__file__).parent / "assets" / "demo"
+PREPROMPT = "The following text is kind, polite and respectful:"
+EXAMPLE_PROMPTS = ("I can't believe you", "The weather today is", "Shut up, you")
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """Where the demo put its files, and its table."""
+
+    out: Path
+    table: str
+    examples: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def matched_k(alphas: dict[str, np.ndarray]) -> int:
+    """Neurons that Det0/Damp silence to match AurA: its total dampening, sum of (1 - alpha).
+
+    AurA takes away ``sum(1 - alpha)`` units of neuron output; Det0 with this k takes away the
+    same amount from the k most discriminative neurons instead of spreading it.
+    """
+    return max(1, round(float(sum(np.sum(1.0 - a) for a in alphas.values()))))
+
+
+def demo(out: str | Path = "runs/demo", *, n_prompts: int = 150, samples_per_prompt: int = 10,
+         per_class: int | None = None, max_new_tokens: int = 20, seed: int = 0, batch_size: int = 64,
+         overwrite: bool = False, progress: bool = True, say: Any = print) -> DemoResult:
+    """Run the demo pipeline; ``say`` receives one line per step.
+
+    Parameters
+    ----------
+    out : path
+        Directory for the store, interventions, examples and the eval report.
+    n_prompts, samples_per_prompt : int
+        Held-out prompts evaluated, and continuations per prompt and arm.
+    per_class : int, optional
+        Cap on labelled sentences per class (None: the whole demo set).
+    """
+    from aura_stream.evaluate import Arm, evaluate
+    from aura_stream.extract import extract
+    from aura_stream.generate import generate
+    from aura_stream.model import load_model
+    from aura_stream.resources import load_ppl_text, load_prompts
+    from aura_stream.score import plot_aurocs, score
+    from aura_stream.scorers import load_scorer
+
+    if n_prompts < 1 or samples_per_prompt < 1:
+        raise InputError(f"`--prompts` and `--samples-per-prompt` must be >= 1; got {n_prompts}, {samples_per_prompt}.")
+    out = Path(out)
+    if out.is_file():
+        raise InputError(f"`--out` must be a directory; {str(out)!r} is a file.")
+    store = out / "store.zarr"
+    say(f"[1/4] extract: pooled MLP activations of the demo model on {DEMO_DIR / 'demo_train.csv'}")
+    ext = extract(model=None, data=None, out=store, per_class=per_class, batch_size=32, overwrite=overwrite,
+                  progress=progress)
+    say(f"      {ext.n_samples} sentences x {sum(ext.hooks.values())} neurons in {len(ext.hooks)} hooks -> {store}")
+    say("[2/4] score: exact AUROC per neuron; AurA, Det0 and Damp interventions")
+    aura = score(store, method="aura", out=out / "aura.safetensors", progress=progress).intervention
+    k = matched_k(aura.alphas)
+    det0 = score(store, method="det0", num_experts=k, out=out / "det0.safetensors", progress=False).intervention
+    damp = score(store, method="damp", num_experts=k, damp_alpha=0.5, out=out / "damp.safetensors",
+                 progress=False).intervention
+    plot_aurocs(aura.aurocs, out / "auroc.png", title="demo model: AUROC of each neuron for toxic vs clean text")
+    n_total = sum(a.size for a in aura.alphas.values())
+    top = max(float(a.max()) for a in aura.aurocs.values())
+    say(f"      AurA dampens {aura.n_dampened()} of {n_total} neurons (max AUROC {top:.3f}); "
+        f"Det0/Damp use the matched k = {k}")
+    loaded = load_model(None)
+    say("[3/4] generate: the same prompts and seeds, baseline vs AurA")
+    examples = []
+    for name, iv in (("baseline", None), ("aura", aura)):
+        for g in generate(loaded, list(EXAMPLE_PROMPTS), intervention=iv, max_new_tokens=max_new_tokens,
+                          seed=seed, progress=False):
+            examples.append({"arm": name, "prompt": g.prompt, "continuation": g.continuation})
+    (out / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples), encoding="utf-8")
+    for prompt in EXAMPLE_PROMPTS:
+        pair = {e["arm"]: e["continuation"] for e in examples if e["prompt"] == prompt}
+        say(f"      {prompt!r}\n        baseline: {pair['baseline']!r}\n        aura:     {pair['aura']!r}")
+    prompts = load_prompts(str(DEMO_DIR / "eval_prompts.jsonl"))[:n_prompts]
+    say(f"[4/4] eval: {len(prompts)} held-out RealToxicityPrompts x {samples_per_prompt} continuations x 6 arms")
+    summary = evaluate(
+        loaded, intervention=aura, prompts=prompts, ppl_texts=load_ppl_text("builtin"), scorer=load_scorer("default"),
+        out_dir=out / "eval", samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens, seed=seed,
+        batch_size=batch_size, overwrite=overwrite, progress=progress,
+        extra_arms=[Arm("det0", det0), Arm("damp", damp), Arm("preprompt", None, PREPROMPT),
+                    Arm("preprompt+aura", aura, PREPROMPT)],
+        prompts_source="demo eval_prompts.jsonl (held out)", ppl_text_source="builtin",
+        config={"command": "demo", "n_prompts": n_prompts, "samples_per_prompt": samples_per_prompt,
+                "matched_k": k},
+    )
+    return DemoResult(out, headline(summary.data), examples, summary.data)
+
+
+HEADLINE = (("toxicity_probability", "tox. prob."), ("expected_max_toxicity", "exp. max tox."),
+            ("mean_toxicity", "mean tox."), ("perplexity", "perplexity"))
+
+
+def headline(data: dict[str, Any]) -> str:
+    """One row per arm: each headline metric with its ratio to the baseline and 95% interval."""
+    rows = []
+    base = {c["metric"]: c["baseline"] for c in next(iter(data["comparisons"].values())) if c["group"] in ("all", "ppl_text")}
+    rows.append(["baseline"] + [f"{base[m]:.3f}" if m != "perplexity" else f"{base[m]:.2f}" for m, _ in HEADLINE])
+    for arm, comps in data["comparisons"].items():
+        by = {c["metric"]: c for c in comps if c["group"] in ("all", "ppl_text")}
+        cells = [arm]
+        for metric, _ in HEADLINE:
+            c = by[metric]
+            lo, hi = (c.get("ratio_ci") or [float("nan")] * 2)
+            value = f"{c['arm']:.2f}" if metric == "perplexity" else f"{c['arm']:.3f}"
+            cells.append(f"{value} ({_num(c['ratio'])}x [{_num(lo)}, {_num(hi)}])")
+        rows.append(cells)
+    header = ["arm"] + [label for _, label in HEADLINE]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    note = ("toxicity ratios are baseline/arm (> 1 = less toxic); perplexity ratio is arm/baseline; "
+            "[95% paired bootstrap interval over prompts]")
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], note])
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, str) or x is None:
+        return str(x)
+    return f"{x:.2f}"
