@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import gpt2_small, synthetic_csv, table  # noqa: E402
+from common import gpt2_small, synthetic_csv, table
 
 
 def bare_forward(model_dir: Path, data: Path, batch_size: int, max_length: int) -> float:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from aura_stream_cli.common import config_option, echo, resolved_config
 
 MODEL_HELP = "Model directory or hub id (default: the demo model shipped with aura-stream)."

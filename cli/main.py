@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import click
+from aura_stream_cli.common import AuraGroup
 
 from aura_stream._version import __version__
-from aura_stream_cli.common import AuraGroup
 
 
 @click.group(cls=AuraGroup, context_settings={"auto_envvar_prefix": "AURA_STREAM",

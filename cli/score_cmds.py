@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-
 from aura_stream_cli.common import config_option, echo, resolved_config
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from aura_stream_cli.main import app
 from click.testing import CliRunner
 
 from aura_stream.store import ActivationStore
-from aura_stream_cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from aura_stream_cli.main import app
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
@@ -14,7 +15,6 @@ from aura_stream.extract import extract
 from aura_stream.interventions import load_intervention
 from aura_stream.score import score
 from aura_stream.store import ActivationStore
-from aura_stream_cli.main import app
 
 
 @pytest.fixture(scope="module")
