@@ -6,13 +6,15 @@ prompts (left-padded), same settings. Two measurements, each interleaved in a ro
 1. whole ``generate`` calls (``--new-tokens`` per sequence, ``--repeats`` times per variant);
 2. single decoding steps (8 sequences x 1 new token, ``--steps`` per variant), where the hooks'
    share of the work is largest: a lower bound of the ratio for whole generations, and with
-   many short samples its median is far less noisy.
+   many short samples its median is far less noisy;
+3. the hooks' own work per decoding step, isolated (every attached hook called on a
+   ``[batch, 1, d]`` tensor), which gives the expected ratio without the neighbours' noise.
 
 Times are CPU seconds of this process (on shared cores, wall-clock mostly measures the
 neighbours); wall-clock ratios are printed as well.  Targets: hooked >= 0.90x plain, folded
 >= 0.98x plain.
 
-    python bench/bench_generate.py --new-tokens 20 --repeats 3 --steps 40 --threads 1
+    python bench/bench_generate.py --new-tokens 20 --repeats 3 --steps 60 --threads 1
 
 One thread by default: on shared cores, extra OpenMP threads spin against other processes
 (measured here: 4.5x slower with 2 threads under load).
@@ -76,7 +78,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3, help="generate calls per variant")
-    parser.add_argument("--steps", type=int, default=40, help="single decoding steps per variant")
+    parser.add_argument("--steps", type=int, default=60, help="single decoding steps per variant")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -157,12 +159,27 @@ def main() -> None:
     step_work = dict.fromkeys(step_variants, args.batch * block)
     step_baseline = dict.fromkeys(step_variants, "plain decoding step")
 
+    # the hooks' own work per decoding step, isolated: every attached hook on a [batch, 1, d] input
+    acts = {p.name: torch.randn(args.batch, 1, p.width) for p in (points[h] for h in hooks)}
+
+    def hook_work() -> float:
+        with dampened(model, iv) as active, torch.inference_mode():
+            fns = [(model.get_submodule(p.module_path), fn, acts[p.name]) for p in active
+                   for fn in model.get_submodule(p.module_path)._forward_hooks.values()]
+            start = time.process_time()
+            for _ in range(200):
+                for module, fn, act in fns:
+                    fn(module, (act,), act)
+            return (time.process_time() - start) / 200
+
     with torch.inference_mode():  # warm-up: allocator, kernels, hook setup
         model.generate(**enc, **{**greedy, "max_new_tokens": 2, "min_new_tokens": 2})
         folded.generate(**enc, **{**greedy, "max_new_tokens": 2, "min_new_tokens": 2})
     hooked_steps()
     step_timings = interleaved(step_variants, max(1, args.steps // block), "steps")
     gen_timings = interleaved(variants, args.repeats, "generate")
+    hook_s = statistics.median(hook_work() for _ in range(5))
+    step_s = statistics.median(step_timings["plain decoding step"][0]) / block
 
     print(f"GPT-2-small shape (12 x 768, vocab 50257), batch {args.batch}, {n} new tokens, "
           f"{torch.get_num_threads()} thread(s), {len(hooks)} hooks dampened "
@@ -170,6 +187,9 @@ def main() -> None:
           f"{max(1, args.steps // block)} blocks of {block} decoding steps\n")
     print(table(rows(gen_timings, work, baseline, "tokens")
                 + rows(step_timings, step_work, step_baseline, "tokens")))
+    print(f"\nhooks' own work per decoding step ({len(hooks)} hooks, [{args.batch}, 1, d] each): "
+          f"{hook_s * 1e3:.3f} ms cpu = {100 * hook_s / step_s:.2f} % of a plain step "
+          f"({step_s * 1e3:.1f} ms) -> expected ratio {step_s / (step_s + hook_s):.4f}x")
 
 
 if __name__ == "__main__":
