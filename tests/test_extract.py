@@ -38,30 +38,40 @@ ORACLE = {
 }
 
 
-def oracle_pooled(model_dir: Path, texts: list[str], hook: str, op: str, max_length: int = 128) -> np.ndarray:
-    """Run each sentence alone (no padding) through plain transformers; pool by hand."""
+def oracle_pooled(model_dir: Path, texts: list[str], hooks: list[str], max_length: int = 128
+                  ) -> dict[tuple[str, str], np.ndarray]:
+    """Run each sentence alone (no padding) through plain transformers; pool by hand.
+
+    Returns (pooling, hook) -> [n_texts, d].
+    """
     kind = next(k for k in ORACLE if model_dir.name == k)
     block, table = ORACLE[kind]
-    _, layer, rest = hook.split(".", 2)
-    path, site = table[rest]
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
-    module = model.get_submodule(f"{block.format(i=layer)}.{path}")
-    seen: list[torch.Tensor] = []
-    if site == "output":
-        handle = module.register_forward_hook(lambda m, a, o: seen.append(o.detach().clone()))
-    else:
-        handle = module.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
-    rows = []
+    seen: dict[str, torch.Tensor] = {}
+    handles = []
+    for hook in hooks:
+        _, layer, rest = hook.split(".", 2)
+        path, site = table[rest]
+        module = model.get_submodule(f"{block.format(i=layer)}.{path}")
+        if site == "output":
+            handles.append(module.register_forward_hook(
+                lambda m, a, o, h=hook: seen.__setitem__(h, o.detach().clone())))
+        else:
+            handles.append(module.register_forward_pre_hook(
+                lambda m, a, h=hook: seen.__setitem__(h, a[0].detach().clone())))
+    rows: dict[tuple[str, str], list[np.ndarray]] = {}
     with torch.no_grad():
         for text in texts:
             ids = tok(text, truncation=True, max_length=max_length, return_tensors="pt")["input_ids"]
-            seen.clear()
             model(input_ids=ids)
-            act = seen[0][0]  # [pos, d]
-            rows.append({"max": act.max(0).values, "mean": act.mean(0), "last": act[-1]}[op].numpy())
-    handle.remove()
-    return np.stack(rows)
+            for hook in hooks:
+                act = seen[hook][0]  # [pos, d]
+                for op, value in (("max", act.max(0).values), ("mean", act.mean(0)), ("last", act[-1])):
+                    rows.setdefault((op, hook), []).append(value.numpy())
+    for h in handles:
+        h.remove()
+    return {key: np.stack(v) for key, v in rows.items()}
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "falcon", "neox"])
@@ -76,11 +86,13 @@ def test_pooled_values_equal_oracle(kind: str, tiny_model_dirs: dict[str, Path],
     assert store.completed().all()
     expected_hooks = {f"blocks.{i}.{k}" for i in range(3) for k in ORACLE[kind][1]}
     assert set(store.hooks) == expected_hooks
-    for hook in ("blocks.0.mlp.hook_pre", "blocks.2.mlp.hook_post", "blocks.1.hook_mlp_out"):
-        for op in ("max", "mean", "last"):
-            got = store.activations(op, hook)[:]
-            want = oracle_pooled(model_dir, texts, hook, op)
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"{kind} {hook} {op}")
+    hooks = ["blocks.0.mlp.hook_pre", "blocks.2.mlp.hook_post", "blocks.1.hook_mlp_out"]
+    if kind == "llama":
+        hooks.append("blocks.1.mlp.hook_pre_linear")
+    oracle = oracle_pooled(model_dir, texts, hooks)
+    for (op, hook), want in oracle.items():
+        got = store.activations(op, hook)[:]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=f"{kind} {hook} {op}")
 
 
 def test_left_padding_gives_same_values(gpt2_dir: Path, jigsaw_csv: Path, tmp_path: Path) -> None:
@@ -135,11 +147,11 @@ def store_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def test_resume_after_sigkill_equals_uninterrupted(gpt2_dir: Path, tmp_path: Path) -> None:
-    data = big_csv(tmp_path, copies=40)  # 640 rows, 40 blocks of 16
+    data = big_csv(tmp_path, copies=24)  # 384 rows, 24 blocks of 16
     args = ["--model", str(gpt2_dir), "--data", str(data), "--row-block", "16", "--batch-size", "8", "--quiet"]
     ref, killed = tmp_path / "ref.zarr", tmp_path / "killed.zarr"
     cli = [sys.executable, "-m", "aura_stream_cli.main", "extract"]
-    subprocess.run([*cli, *args, "--out", str(ref)], check=True, capture_output=True)
+    extract(model=str(gpt2_dir), data=data, out=ref, row_block=16, batch_size=8, progress=False)
     proc = subprocess.Popen([*cli, *args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:

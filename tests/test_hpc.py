@@ -54,7 +54,7 @@ def test_killed_shard_rerun_gives_identical_store(gpt2_dir: Path, tmp_path: Path
     single = tmp_path / "single.zarr"
     extract(model=str(gpt2_dir), data=data, out=single, row_block=16, batch_size=8, progress=False)
     sharded = tmp_path / "sharded.zarr"
-    subprocess.run(shard_cmd(gpt2_dir, data, sharded, "0/2"), check=True, capture_output=True)
+    extract(model=str(gpt2_dir), data=data, out=sharded, row_block=16, batch_size=8, shard=(0, 2), progress=False)
     victim = subprocess.Popen(shard_cmd(gpt2_dir, data, sharded, "1/2"), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
