@@ -16,6 +16,7 @@ from aura_stream.errors import DataFileError, MissingFileError
 
 JIGSAW_LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
 JIGSAW_COLUMNS = ("id", "comment_text", *JIGSAW_LABELS)
+MAX_TEXT_CHARS = 100_000  # per text; a longer one is most likely a malformed file
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ def _read_bytes(path: Path) -> tuple[bytes, str]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataFileError(f"cannot read data file {str(path)!r}: {exc.strerror}.") from exc
+        raise DataFileError(f"cannot read data file {str(path)!r}: {exc.strerror}. Make it readable "
+                            "(e.g. `chmod u+r`) or pass a copy you can read.") from exc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -191,6 +193,11 @@ def load_labelled(
         sentence = row[text_column]
         if not sentence.strip():
             raise DataFileError(f"{where}: text is empty; remove the row or fill it.")
+        if len(sentence) > MAX_TEXT_CHARS:  # tokenizers hold ~200 bytes per character before truncating
+            raise DataFileError(
+                f"{where}: text must have at most {MAX_TEXT_CHARS:,} characters; got {len(sentence):,}. Only the "
+                "first --max-length tokens are read: shorten it (or fix a stray quote that merged rows)."
+            )
         texts.append(sentence)
         labels.append(label)
         ids.append(row.get("id") or str(index))

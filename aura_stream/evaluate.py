@@ -242,8 +242,8 @@ def atomic_write_text(path: Path, text: str) -> Path:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        raise InputError(f"cannot write {str(path)!r}: {exc.strerror or exc}. "
-                         "Choose a writable `--out`.") from exc
+        raise InputError(f"cannot write {str(path)!r}: {exc.strerror or exc}. Free space or choose a "
+                         "writable `--out`, then rerun the same command to resume.") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -610,6 +610,9 @@ def evaluate(
                     _run_block(loaded, arm, items, todo[start:start + block], records, f, scorer,
                                k=k, max_new_tokens=max_new_tokens, top_p=top_p, top_k=top_k,
                                temperature=temperature, seed=seed, batch_size=batch_size, bar=bar)
+    except OSError as exc:  # disk full or permission lost: what was flushed stays, a rerun resumes
+        raise InputError(f"cannot append to {str(gen_path)!r}: {exc.strerror or exc}. Free space or fix "
+                         "permissions, then rerun the same command to resume.") from exc
     finally:
         bar.close()
     nlls, n_tokens = _perplexities(loaded, arms, chunks, out / PERPLEXITY_FILE, batch_size)

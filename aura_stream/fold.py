@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from aura_stream._version import __version__
@@ -221,8 +222,9 @@ def fold(
         if out_dir.is_dir():
             out_dir.rmdir()  # empty (checked above); Windows cannot rename onto a directory
         os.replace(tmp, out_dir)
-    except OSError as exc:
-        raise InputError(f"cannot write the checkpoint to {str(out_dir)!r}: {exc.strerror or exc}. "
+    except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as SafetensorError
+        reason = getattr(exc, "strerror", None) or exc
+        raise InputError(f"cannot write the checkpoint to {str(out_dir)!r}: {reason}. "
                          "Choose a writable `--out` with room for the weights.") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

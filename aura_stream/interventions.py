@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from aura_stream._version import __version__
-from aura_stream.errors import InputError, InterventionError, MissingFileError
+from aura_stream.errors import InputError, InterventionError, MissingFileError, NumericalError
 from aura_stream.store import HOOK_NAME
 
 Method = Literal["aura", "det0", "damp"]
@@ -146,6 +146,11 @@ def make_intervention(
     check_unit("strength", strength)
     check_unit("damp_alpha", damp_alpha)
     aurocs = {k: np.asarray(v, dtype=np.float64) for k, v in aurocs.items()}
+    for name, values in aurocs.items():  # NaN would silently become alpha 1 (or sort last in top-k)
+        bad = np.flatnonzero(~((values >= 0.0) & (values <= 1.0)))
+        if bad.size:
+            raise NumericalError(f"auroc must be finite and in [0, 1]; hook {name} neuron {int(bad[0])} is "
+                                 f"{values[bad[0]]}. Recompute it (`aura-stream score --recompute`).")
     if method == "aura":
         alphas = {k: aura_alpha(v) for k, v in aurocs.items()}
     else:
@@ -166,6 +171,7 @@ def make_intervention(
 
 def save_intervention(iv: Intervention, path: str | Path) -> Path:
     """Write ``iv`` as safetensors, atomically (a temporary file renamed into place)."""
+    from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
     path = Path(path)
@@ -181,8 +187,10 @@ def save_intervention(iv: Intervention, path: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata={"aura_stream": json.dumps(meta, default=str)})
         os.replace(tmp, path)
-    except OSError as exc:
-        raise InterventionError(f"cannot write {str(path)!r}: {exc.strerror or exc}. Choose a writable `--out`.") from exc
+    except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as SafetensorError
+        reason = getattr(exc, "strerror", None) or exc
+        raise InterventionError(f"cannot write {str(path)!r}: {reason}. "
+                                "Free space or choose a writable `--out`.") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -237,7 +245,7 @@ def load_intervention(path: str | Path) -> Intervention:
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error type on corruption
-        raise InterventionError(f"{str(path)!r} is damaged: {exc}.") from exc
+        raise InterventionError(f"{str(path)!r} is damaged: {exc}. Recreate it with `aura-stream score`.") from exc
     hooks = meta.get("hooks") or []
     widths = meta.get("widths") or {}
     alphas, aurocs = {}, {}

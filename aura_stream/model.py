@@ -127,11 +127,12 @@ def load_model(
             "no such local directory, and the hub could not provide it (offline?); "
             "download it where there is network and pass its directory"
             if offline and not local
-            else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            else f"{type(exc).__name__}: {str(exc).splitlines()[0].rstrip('.') if str(exc) else ''}. `--model` "
+            "must be a complete Hugging Face model directory (config.json, weights, tokenizer)"
         )
         raise ModelLoadError(f"cannot load model {name!r}: {hint}.") from exc
     if not device_map:
-        model.to(resolve_device(device))
+        model.to(resolve_device(device))  # type: ignore[arg-type]
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from aura_stream.errors import InputError
+
 __all__ = ["format_table", "render_report"]
 
 METRIC_LABELS = {
@@ -216,6 +218,9 @@ def render_report(summary: Mapping[str, Any], max_toxicity: Mapping[str, np.ndar
     try:
         fig.savefig(tmp, dpi=110, format="png")
         os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"cannot write {str(path)!r}: {exc.strerror or exc}. Free space or choose a "
+                         "writable `--out`, then rerun the same command to resume.") from exc
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)

@@ -95,8 +95,8 @@ def compute_aurocs(store: ActivationStore, pooling: str, hook_names: Sequence[st
     -------
     dict of hook name to np.ndarray of shape [d_hook], float64
     """
-    import dask
     import dask.array as da
+    from dask.base import compute
 
     from aura_stream.auroc import auroc_dask, parse_memory
 
@@ -119,11 +119,11 @@ def compute_aurocs(store: ActivationStore, pooling: str, hook_names: Sequence[st
             pass
         results = [f.result() for f in futures]
     else:
-        from dask.diagnostics import ProgressBar
+        from dask.diagnostics.progress import ProgressBar
 
         ctx = ProgressBar(out=sys.stderr) if progress else contextlib.nullcontext()
         with ctx:
-            results = list(dask.compute(*lazy, scheduler="threads"))
+            results = list(compute(*lazy, scheduler="threads"))
     return {h: np.asarray(r, dtype=np.float64) for h, r in zip(hook_names, results, strict=True)}
 
 
@@ -265,7 +265,15 @@ def plot_aurocs(aurocs: Mapping[str, np.ndarray], path: str | Path, *, title: st
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.plot.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".").lower() or "png")
+        tmp.replace(path)
+    except OSError as exc:
+        raise InputError(f"cannot write the plot {str(path)!r}: {exc.strerror or exc}. "
+                         "Free space or choose a writable `--plot`.") from exc
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path

@@ -88,11 +88,17 @@ class ActivationStore:
             )
         hooks = attrs.get("hooks")
         if not isinstance(hooks, dict) or not hooks:
-            raise StoreError(f"store {str(path)!r} has no hook list in its attributes; it is damaged.")
-        self.hooks: dict[str, int] = {check_hook_name(str(k)): int(v) for k, v in hooks.items()}
+            raise StoreError(f"store {str(path)!r} has no hook list in its attributes; it is damaged. "
+                             "Extract again with `--overwrite`.")
+        self.hooks: dict[str, int] = {check_hook_name(str(k)): _count(v, f"width of {k}", path)
+                                      for k, v in hooks.items()}
         self.poolings: list[str] = [str(p) for p in attrs.get("poolings", [])]
-        self.n_samples = int(attrs["n_samples"])
-        self.row_block = int(attrs["row_block"])
+        bad = [p for p in self.poolings if p not in ("max", "mean", "last")]  # pooling.POOLINGS, without torch
+        if bad:  # a tampered name such as ../x must never become a path
+            raise StoreError(f"store poolings must be max, mean or last; got {bad[0][:40]!r}. "
+                             "The store was not written by aura-stream or was tampered with.")
+        self.n_samples = _count(attrs.get("n_samples"), "n_samples", path)
+        self.row_block = _count(attrs.get("row_block"), "row_block", path)
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -106,7 +112,8 @@ class ActivationStore:
         try:
             group = zarr.open_group(str(path), mode=mode)  # type: ignore[arg-type]
         except Exception as exc:  # zarr raises a variety of types for bad metadata
-            raise StoreError(f"cannot open store {str(path)!r}: {exc}.") from exc
+            raise StoreError(f"cannot open store {str(path)!r}: {exc}. It is damaged or not a zarr v3 store; "
+                             "extract again with `--overwrite`.") from exc
         return cls(path, group)
 
     @classmethod
@@ -154,7 +161,7 @@ class ActivationStore:
         """Row slice of block ``block``."""
         return slice(block * self.row_block, min(self.n_samples, (block + 1) * self.row_block))
 
-    def activations(self, pooling: str, hook_name: str) -> zarr.Array:
+    def activations(self, pooling: str, hook_name: str) -> zarr.Array[Any]:
         """The ``[n_samples, d_hook]`` array of one pooling and hook."""
         check_hook_name(hook_name)
         try:
@@ -183,7 +190,7 @@ class ActivationStore:
     def missing_rows(self) -> int:
         """Rows in blocks that are not complete."""
         done = self.completed()
-        return sum(self.block_rows(b).stop - self.block_rows(b).start for b in np.flatnonzero(~done))
+        return sum(self.block_rows(b).stop - self.block_rows(b).start for b in np.flatnonzero(~done).tolist())
 
     def write_block(self, block: int, data: Mapping[tuple[str, str], np.ndarray]) -> None:
         """Write one row block of every array, then mark it complete (idempotent).
@@ -208,20 +215,26 @@ class ActivationStore:
     def write_scores(self, pooling: str, hook_name: str, auroc: np.ndarray, provenance: dict[str, Any]) -> None:
         """Store the AUROCs of one hook (``scores/<pooling>/<hook>/auroc``) with provenance."""
         name = f"scores/{pooling}/{check_hook_name(hook_name)}/auroc"
-        arr = self.group.create_array(name, shape=auroc.shape, dtype="float64", chunks=auroc.shape,
-                                      compressors=None, overwrite=True)
-        arr[:] = auroc
-        arr.attrs["aura_stream"] = provenance
+        try:
+            arr = self.group.create_array(name, shape=auroc.shape, dtype="float64", chunks=auroc.shape,
+                                          compressors=None, overwrite=True)
+            arr[:] = auroc
+            arr.attrs["aura_stream"] = provenance  # last: marks the scores as complete
+        except OSError as exc:
+            raise StoreError(f"cannot write scores into store {str(self.path)!r}: {exc.strerror or exc}. "
+                             "Free space or fix permissions, then rerun `score`.") from exc
 
     def read_scores(self, pooling: str, hook_name: str) -> np.ndarray | None:
-        """Stored AUROCs of one hook, or None when `score` has not run for it."""
+        """Stored AUROCs of one hook, or None when `score` has not run for it (or did not finish)."""
         try:
             arr = self.group[f"scores/{pooling}/{check_hook_name(hook_name)}/auroc"]
         except KeyError:
             return None
+        if "aura_stream" not in arr.attrs:  # a write cut short: missing data would read as zeros
+            return None
         return np.asarray(arr[:])  # type: ignore[index]
 
-    def iter_arrays(self) -> Iterator[tuple[str, str, zarr.Array]]:
+    def iter_arrays(self) -> Iterator[tuple[str, str, zarr.Array[Any]]]:
         """Every (pooling, hook_name, array)."""
         for pooling in self.poolings:
             for hook_name in self.hooks:
@@ -305,6 +318,14 @@ def _create(path: Path, spec: StoreSpec) -> None:
     labels[:] = spec.labels
     ids = group.create_array("sample_id", shape=(spec.n_samples,), dtype=str, chunks=(spec.n_samples,))
     ids[:] = np.asarray(spec.sample_ids, dtype=object)
+
+
+def _count(value: Any, what: str, path: Path) -> int:
+    """A positive integer from the store's attributes; anything else means a damaged store."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StoreError(f"store attribute {what} must be a positive integer; got {str(value)[:40]!r}. "
+                         f"Store {str(path)!r} is damaged: extract again with `--overwrite`.")
+    return value
 
 
 def _canon(value: Any) -> str:

@@ -34,7 +34,7 @@ def hooks_cmd(model: str | None, patterns: tuple[str, ...]) -> None:
 
 
 @click.command("extract")
-@config_option
+@config_option  # type: ignore[untyped-decorator]
 @click.option("--model", default=None, help=MODEL_HELP)
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Jigsaw train.csv, or CSV/JSONL with --text-column/--label-column (default: demo set).")
@@ -62,7 +62,7 @@ def hooks_cmd(model: str | None, patterns: tuple[str, ...]) -> None:
 @click.option("--dry-run", is_flag=True, help="Print sizes and estimates from config.json alone; load no weights.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def extract_cmd(ctx: click.Context, **opts: Any) -> None:
+def extract_cmd(ctx: click.Context, /, **opts: Any) -> None:
     """Stream pooled activations of labelled sentences into a resumable zarr store.
 
     \b

@@ -9,7 +9,7 @@ from aura_stream_cli.common import config_option, echo, resolved_config
 
 
 @click.command("score")
-@config_option
+@config_option  # type: ignore[untyped-decorator]
 @click.argument("store", type=click.Path())
 @click.option("--method", type=click.Choice(["aura", "det0", "damp"]), default="aura", show_default=True,
               help="aura: alpha = 1 - 2(AUROC - 0.5); det0/damp: the top --num-experts neurons get 0/--damp-alpha.")
@@ -27,7 +27,7 @@ from aura_stream_cli.common import config_option, echo, resolved_config
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the AUROC distribution per layer (PNG).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def score_cmd(ctx: click.Context, store: str, **opts: Any) -> None:
+def score_cmd(ctx: click.Context, /, store: str, **opts: Any) -> None:
     """Compute exact AUROC per neuron (out of core) and write an intervention.
 
     \b
