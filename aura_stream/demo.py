@@ -39,9 +39,10 @@ def matched_k(alphas: dict[str, np.ndarray]) -> int:
     return max(1, round(float(sum(np.sum(1.0 - a) for a in alphas.values()))))
 
 
-def demo(out: str | Path = "runs/demo", *, n_prompts: int = 150, samples_per_prompt: int = 10,
+def demo(out: str | Path = "runs/demo", *, n_prompts: int = 60, samples_per_prompt: int = 6,
          per_class: int | None = None, max_new_tokens: int = 20, seed: int = 0, batch_size: int = 64,
-         overwrite: bool = False, progress: bool = True, say: Any = print) -> DemoResult:
+         overwrite: bool = False, progress: bool = True, ppl_limit: int | None = None,
+         say: Any = print) -> DemoResult:
     """Run the demo pipeline; ``say`` receives one line per step.
 
     Parameters
@@ -52,6 +53,8 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int = 150, samples_per_pro
         Held-out prompts evaluated, and continuations per prompt and arm.
     per_class : int, optional
         Cap on labelled sentences per class (None: the whole demo set).
+    ppl_limit : int, optional
+        Use only the first paragraphs of the neutral text for perplexity (None: all of it).
     """
     from aura_stream.evaluate import Arm, evaluate
     from aura_stream.extract import extract
@@ -96,7 +99,7 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int = 150, samples_per_pro
     prompts = load_prompts(str(DEMO_DIR / "eval_prompts.jsonl"))[:n_prompts]
     say(f"[4/4] eval: {len(prompts)} held-out RealToxicityPrompts x {samples_per_prompt} continuations x 6 arms")
     summary = evaluate(
-        loaded, intervention=aura, prompts=prompts, ppl_texts=load_ppl_text("builtin"), scorer=load_scorer("default"),
+        loaded, intervention=aura, prompts=prompts, ppl_texts=load_ppl_text("builtin")[:ppl_limit], scorer=load_scorer("default"),
         out_dir=out / "eval", samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens, seed=seed,
         batch_size=batch_size, overwrite=overwrite, progress=progress,
         extra_arms=[Arm("det0", det0), Arm("damp", damp), Arm("preprompt", None, PREPROMPT),

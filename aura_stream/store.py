@@ -46,8 +46,9 @@ def check_hook_name(name: str) -> str:
 
 
 def neuron_chunk(width: int, row_block: int, itemsize: int, target_bytes: int = 1 << 20) -> int:
-    """Columns per chunk so that one chunk holds about ``target_bytes``."""
-    return max(1, min(width, target_bytes // max(1, row_block * itemsize)))
+    """Columns per chunk: about ``target_bytes`` per chunk, split evenly so the last chunk is not padded."""
+    cap = max(1, min(width, target_bytes // max(1, row_block * itemsize)))
+    return -(-width // -(-width // cap))
 
 
 @dataclass

@@ -10,8 +10,8 @@ from aura_stream_cli.common import echo
 
 @click.command("demo")
 @click.option("--out", type=click.Path(), default="runs/demo", show_default=True, help="Directory for every output.")
-@click.option("--prompts", "n_prompts", type=int, default=150, show_default=True, help="Held-out prompts to evaluate.")
-@click.option("--samples-per-prompt", type=int, default=10, show_default=True, help="Continuations per prompt and arm.")
+@click.option("--prompts", "n_prompts", type=int, default=60, show_default=True, help="Held-out prompts to evaluate.")
+@click.option("--samples-per-prompt", type=int, default=6, show_default=True, help="Continuations per prompt and arm.")
 @click.option("--per-class", type=int, default=None, help="Cap labelled sentences per class (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Start again instead of resuming a previous demo in --out.")

@@ -1,0 +1,37 @@
+"""demo: the embedded pipeline end to end in a reduced mode; every output file appears."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aura_stream.demo import demo, matched_k
+from aura_stream.interventions import load_intervention
+
+
+def test_matched_k_is_total_dampening() -> None:
+    assert matched_k({"a": np.array([1.0, 0.5, 0.25]), "b": np.array([0.0])}) == 2  # 0.5 + 0.75 + 1 = 2.25
+    assert matched_k({"a": np.ones(3)}) == 1
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[1] / "aura_stream/assets/demo/config.json").is_file(),
+                    reason="demo model not built")
+def test_demo_reduced_end_to_end(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = demo(tmp_path / "demo", n_prompts=2, samples_per_prompt=2, per_class=16, max_new_tokens=4,
+                  batch_size=8, progress=False, ppl_limit=3, say=lines.append)
+    out = tmp_path / "demo"
+    for name in ("store.zarr/zarr.json", "aura.safetensors", "det0.safetensors", "damp.safetensors", "auroc.png",
+                 "examples.jsonl", "eval/summary.json", "eval/generations.jsonl", "eval/report.png"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "eval/summary.json").read_text())
+    assert set(summary["comparisons"]) == {"aura", "det0", "damp", "preprompt", "preprompt+aura"}
+    records = [json.loads(line) for line in (out / "eval/generations.jsonl").read_text().splitlines()]
+    assert len(records) == 6 * 2 * 2  # arms x prompts x samples
+    aura, det0 = load_intervention(out / "aura.safetensors"), load_intervention(out / "det0.safetensors")
+    assert det0.n_dampened() == matched_k(aura.alphas)
+    assert "baseline" in result.table and "preprompt+aura" in result.table
+    assert lines[0].startswith("[1/4] extract") and any(line.startswith("[4/4] eval") for line in lines)
