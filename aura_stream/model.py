@@ -137,7 +137,7 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     loaded_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return LoadedModel(model, tokenizer, name if local else name, revision, loaded_dtype)
+    return LoadedModel(model, tokenizer, name, revision, loaded_dtype)
 
 
 HookFn = Callable[[HookPoint, torch.Tensor], "torch.Tensor | None"]

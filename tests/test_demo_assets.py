@@ -77,8 +77,7 @@ def test_model_and_tokenizer_load_offline_and_generate() -> None:
     assert torch.isfinite(logits).all()
     ids = tok("Tell me a joke", return_tensors="pt")
     torch.manual_seed(0)
-    out = model.generate(**ids, do_sample=True, top_p=0.9, max_new_tokens=8,
-                         pad_token_id=tok.eos_token_id)
+    out = model.generate(**ids, do_sample=True, top_p=0.9, max_new_tokens=8, pad_token_id=tok.eos_token_id)
     assert out.shape[1] > ids["input_ids"].shape[1]
     assert isinstance(tok.decode(out[0], skip_special_tokens=True), str)
 
