@@ -142,8 +142,9 @@ def extract(
     points = resolve_hooks(loaded, hooks)
     capture = PooledCapture(loaded.model, points, poolings)
     _probe(capture, loaded, texts.texts[:2], max_length)
+    # a row block larger than the data would be padded on disk to its full height
     spec = _spec(loaded, texts, points, poolings, max_length=max_length, store_dtype=store_dtype,
-                 row_block=row_block, n_shards=shard[1], config=config)
+                 row_block=min(row_block, len(texts)), n_shards=shard[1], config=config)
     store = ActivationStore.create_or_open(out, spec, overwrite=overwrite)
     done = store.completed()
     mine = [b for b in range(store.n_blocks) if b % shard[1] == shard[0]]
