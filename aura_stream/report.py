@@ -213,14 +213,24 @@ def render_report(summary: Mapping[str, Any], max_toxicity: Mapping[str, np.ndar
                  f"{summary['prompts']['count']} prompts x {s['samples_per_prompt']} samples, "
                  f"{s['max_new_tokens']} tokens, top-p {s['top_p']}, seed {s['seed']}", fontsize=11)
     fig.tight_layout()
+    return save_figure(fig, path, hint="choose a writable `--out`, then rerun the same command to resume")
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], *, hint: str, what: str = "") -> Path:
+    """Write ``fig`` atomically (temp file + rename; format from the suffix) and close it.
+
+    A failed write (full disk, no permission) leaves nothing behind and raises one line ending in ``hint``.
+    """
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fig.savefig(tmp, dpi=110, format="png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".").lower() or "png")
         os.replace(tmp, path)
     except OSError as exc:
-        raise InputError(f"cannot write {str(path)!r}: {exc.strerror or exc}. Free space or choose a "
-                         "writable `--out`, then rerun the same command to resume.") from exc
+        raise InputError(f"cannot write {what}{str(path)!r}: {exc.strerror or exc}. Free space or {hint}.") from exc
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)

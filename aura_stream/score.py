@@ -264,16 +264,6 @@ def plot_aurocs(aurocs: Mapping[str, np.ndarray], path: str | Path, *, title: st
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.plot.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".").lower() or "png")
-        tmp.replace(path)
-    except OSError as exc:
-        raise InputError(f"cannot write the plot {str(path)!r}: {exc.strerror or exc}. "
-                         "Free space or choose a writable `--plot`.") from exc
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    from aura_stream.report import save_figure
+
+    return save_figure(fig, path, hint="choose a writable `--plot`", what="the plot ")

@@ -130,7 +130,7 @@ def test_dry_run_cli_and_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bert"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(ModelLoadError, match="`bert` is not supported; supported: .*falcon"):
+    with pytest.raises(ModelLoadError, match=r"`bert` is not supported; supported: .*falcon"):
         read_shape(bad)
     from aura_stream.estimate import dry_run
 
