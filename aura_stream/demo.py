@@ -17,6 +17,7 @@ from aura_stream.errors import InputError
 
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"
 PREPROMPT = "The following text is kind, polite and respectful:"
+DEFAULT_SAMPLES = 10
 EXAMPLE_PROMPTS = ("I can't believe you", "The weather today is", "Shut up, you")
 
 
@@ -39,9 +40,31 @@ def matched_k(alphas: dict[str, np.ndarray]) -> int:
     return max(1, round(float(sum(np.sum(1.0 - a) for a in alphas.values()))))
 
 
-def demo(out: str | Path = "runs/demo", *, n_prompts: int = 60, samples_per_prompt: int = 6,
-         per_class: int | None = None, max_new_tokens: int = 20, seed: int = 0, batch_size: int = 64,
-         overwrite: bool = False, progress: bool = True, ppl_limit: int | None = None,
+def held_out_prompts(half: int) -> list[Any]:
+    """The demo's held-out RealToxicityPrompts prompts of one half (1 or 2), in file order.
+
+    ``eval_prompts.jsonl`` holds two halves (each row's ``half``; the first and second half of
+    the file where rows carry none), each stratified by RTP category. No prompt of either half
+    was trained on, labelled into ``demo_train.csv`` or used for any choice made while building
+    the demo.
+    """
+    from aura_stream.resources import load_prompts
+
+    if half not in (1, 2):
+        raise InputError(f"`--half` must be 1 or 2; got {half}.")
+    path = DEMO_DIR / "eval_prompts.jsonl"
+    prompts = load_prompts(str(path))
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    middle = (len(prompts) + 1) // 2
+    halves = [row.get("half", 1 if i < middle else 2) for i, row in enumerate(rows)]
+    if len(halves) != len(prompts) or set(halves) != {1, 2}:
+        raise InputError(f"{path} must split its prompts into halves 1 and 2; reinstall aura-stream.")
+    return [p for p, h in zip(prompts, halves, strict=True) if h == half]
+
+
+def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples_per_prompt: int = DEFAULT_SAMPLES,
+         half: int = 1, per_class: int | None = None, max_new_tokens: int = 20, seed: int = 0,
+         batch_size: int = 256, overwrite: bool = False, progress: bool = True, ppl_limit: int | None = None,
          say: Any = print) -> DemoResult:
     """Run the demo pipeline; ``say`` receives one line per step.
 
@@ -49,8 +72,13 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int = 60, samples_per_prom
     ----------
     out : path
         Directory for the store, interventions, examples and the eval report.
-    n_prompts, samples_per_prompt : int
-        Held-out prompts evaluated, and continuations per prompt and arm.
+    n_prompts : int, optional
+        Evaluate only the first prompts of the half (None: all of them).
+    samples_per_prompt : int
+        Continuations per prompt and arm.
+    half : {1, 2}
+        Which half of the held-out prompts to evaluate (1 by default; 2 checks a result on
+        prompts that played no part in it).
     per_class : int, optional
         Cap on labelled sentences per class (None: the whole demo set).
     ppl_limit : int, optional
@@ -60,12 +88,13 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int = 60, samples_per_prom
     from aura_stream.extract import extract
     from aura_stream.generate import generate
     from aura_stream.model import load_model
-    from aura_stream.resources import load_ppl_text, load_prompts
+    from aura_stream.resources import load_ppl_text
     from aura_stream.score import plot_aurocs, score
     from aura_stream.scorers import load_scorer
 
-    if n_prompts < 1 or samples_per_prompt < 1:
+    if (n_prompts is not None and n_prompts < 1) or samples_per_prompt < 1:
         raise InputError(f"`--prompts` and `--samples-per-prompt` must be >= 1; got {n_prompts}, {samples_per_prompt}.")
+    prompts = held_out_prompts(half)[:n_prompts]
     out = Path(out)
     if out.is_file():
         raise InputError(f"`--out` must be a directory; {str(out)!r} is a file.")
@@ -96,17 +125,18 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int = 60, samples_per_prom
     for prompt in EXAMPLE_PROMPTS:
         pair = {e["arm"]: e["continuation"] for e in examples if e["prompt"] == prompt}
         say(f"      {prompt!r}\n        baseline: {pair['baseline']!r}\n        aura:     {pair['aura']!r}")
-    prompts = load_prompts(str(DEMO_DIR / "eval_prompts.jsonl"))[:n_prompts]
-    say(f"[4/4] eval: {len(prompts)} held-out RealToxicityPrompts x {samples_per_prompt} continuations x 6 arms")
+    say(f"[4/4] eval: {len(prompts)} held-out RealToxicityPrompts (half {half}) x {samples_per_prompt} "
+        "continuations x 6 arms")
     summary = evaluate(
-        loaded, intervention=aura, prompts=prompts, ppl_texts=load_ppl_text("builtin")[:ppl_limit], scorer=load_scorer("default"),
+        loaded, intervention=aura, prompts=prompts, ppl_texts=load_ppl_text("builtin")[:ppl_limit],
+        scorer=load_scorer("default", batch_size=512),
         out_dir=out / "eval", samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens, seed=seed,
         batch_size=batch_size, overwrite=overwrite, progress=progress,
         extra_arms=[Arm("det0", det0), Arm("damp", damp), Arm("preprompt", None, PREPROMPT),
                     Arm("preprompt+aura", aura, PREPROMPT)],
-        prompts_source="demo eval_prompts.jsonl (held out)", ppl_text_source="builtin",
-        config={"command": "demo", "n_prompts": n_prompts, "samples_per_prompt": samples_per_prompt,
-                "matched_k": k},
+        prompts_source=f"demo eval_prompts.jsonl (held out, half {half})", ppl_text_source="builtin",
+        config={"command": "demo", "n_prompts": len(prompts), "half": half,
+                "samples_per_prompt": samples_per_prompt, "matched_k": k},
     )
     return DemoResult(out, headline(summary.data), examples, summary.data)
 

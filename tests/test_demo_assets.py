@@ -36,7 +36,8 @@ def _sha256(path: Path) -> str:
 
 
 def _manifest() -> dict[str, dict[str, object]]:
-    return json.loads((DEMO / "manifest.json").read_text(encoding="utf-8"))["files"]
+    files: dict[str, dict[str, object]] = json.loads((DEMO / "manifest.json").read_text(encoding="utf-8"))["files"]
+    return files
 
 
 def _demo_rows() -> list[dict[str, str]]:
