@@ -105,11 +105,30 @@ def test_demo_train_csv_has_the_jigsaw_header_and_both_classes() -> None:
         assert {r[col] for r in rows} <= {"0", "1"}
 
 
-def test_eval_prompts_are_rtp_jsonl_and_held_out_of_the_demo_data() -> None:
-    lines = (DEMO / "eval_prompts.jsonl").read_text(encoding="utf-8").splitlines()
-    prompts = [json.loads(line)["prompt"]["text"] for line in lines]
-    assert 100 <= len(prompts) <= 200
+def test_eval_prompts_are_rtp_jsonl_in_two_halves_held_out_of_the_demo_data() -> None:
+    from aura_stream.demo import held_out_prompts
+
+    rows = [json.loads(line) for line in (DEMO / "eval_prompts.jsonl").read_text(encoding="utf-8").splitlines()]
+    prompts = [r["prompt"]["text"] for r in rows]
+    assert len(prompts) == 300
     assert len(set(prompts)) == len(prompts)
     assert all(p.strip() for p in prompts)
     train_texts = {r["comment_text"] for r in _demo_rows()}
     assert not set(prompts) & train_texts
+    halves = {h: [r for r in rows if r["half"] == h] for h in (1, 2)}
+    assert [len(halves[1]), len(halves[2])] == [150, 150]
+    for h in (1, 2):  # each half is stratified by RTP category
+        counts = [sum(r["category"] == c for r in halves[h]) for c in {r["category"] for r in rows}]
+        assert len(counts) == 7 and max(counts) - min(counts) <= 1
+        assert [p.text for p in held_out_prompts(h)] == [r["prompt"]["text"] for r in halves[h]]
+
+
+def test_weights_are_stored_as_float16_and_load_as_float32() -> None:
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    with safe_open(str(DEMO / "model.safetensors"), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    assert dtypes == {"F16"}
+    model = AutoModelForCausalLM.from_pretrained(str(DEMO))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
