@@ -71,6 +71,23 @@ class Intervention:
         """Number of neurons with alpha < 1."""
         return int(sum((a < 1).sum() for a in self.alphas.values()))
 
+    def fwd_hooks(self, *, strength: float | None = None) -> list[tuple[str, Any]]:
+        """TransformerLens forward hooks: ``(hook_name, hook_fn)`` pairs, ``activation * alpha``.
+
+        For ``bridge.run_with_hooks(tokens, fwd_hooks=iv.fwd_hooks())`` and ``bridge.hooks(...)``.
+        Each ``hook_fn(activation, hook)`` returns a new tensor in the activation's dtype; hooks
+        whose alphas are all 1 are left out. Check the hooks against a bridge first with
+        ``aura_stream.dampened(bridge, iv)``, which does both.
+
+        Parameters
+        ----------
+        strength : float in [0, 1], optional
+            Use ``1 - strength * (1 - alpha)``; None keeps the alphas.
+        """
+        from aura_stream.tl import fwd_hooks
+
+        return list(fwd_hooks(self, strength=strength))
+
 
 def check_unit(name: str, value: float) -> float:
     """``value`` must lie in [0, 1]."""
