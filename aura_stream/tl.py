@@ -130,7 +130,7 @@ class BridgeModel(LoadedModel):
     """
 
     bridge: Any = None
-    backend: str = "transformer-lens"
+    kv_cache: bool = True  # False where the bridge breaks transformers' KV cache (see kv_cache_exact)
 
 
 def boot(loaded: LoadedModel) -> BridgeModel:
@@ -156,7 +156,24 @@ def boot(loaded: LoadedModel) -> BridgeModel:
         raise _cannot_boot(loaded.model_id, f"{type(exc).__name__}: {first}") from exc
     bridge.eval()
     return BridgeModel(loaded.model, loaded.tokenizer, loaded.model_id, loaded.revision, loaded.dtype,
-                       bridge=bridge)
+                       bridge=bridge, kv_cache=kv_cache_exact(loaded.model))
+
+
+@torch.inference_mode()
+def kv_cache_exact(model: Any) -> bool:
+    """Whether ``transformers``' KV cache still gives full-recompute logits on the bridged model.
+
+    Measured with TransformerLens 4.3 and transformers 5.24: the bridge's attention wrappers of
+    GPT-2 and Llama never write the cache, so cached decoding sees only the newest token (GPT-NeoX is
+    fine). Three forward passes of at most 3 tokens decide; without a working cache, generation
+    recomputes the whole sequence at every step (correct, slower).
+    """
+    device = model.get_input_embeddings().weight.device
+    tokens = torch.tensor([[1, 2, 3]], device=device)  # [1, 3]
+    full = model(tokens, use_cache=False).logits[0, -1].float()  # [vocab]
+    first = model(tokens[:, :2], use_cache=True)
+    step = model(tokens[:, 2:], past_key_values=first.past_key_values, use_cache=True).logits[0, -1].float()
+    return bool((step - full).abs().max() <= 1e-2 * full.abs().max() + 1e-4)
 
 
 def load_bridge(
@@ -193,7 +210,7 @@ def from_bridge(bridge: Any) -> BridgeModel:
     model = bridge.original_model
     name = str(getattr(bridge.cfg, "model_name", "") or getattr(model.config, "_name_or_path", ""))
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return BridgeModel(model, bridge.tokenizer, name, None, dtype, bridge=bridge)
+    return BridgeModel(model, bridge.tokenizer, name, None, dtype, bridge=bridge, kv_cache=kv_cache_exact(model))
 
 
 # --------------------------------------------------------------------------- hook points

@@ -12,6 +12,7 @@ from aura_stream_cli.common import echo, resolved_config
 F = TypeVar("F", bound=Callable[..., Any])
 # typed alias: mypy cannot follow the editable install's package-dir mapping to cli/common.py
 config_option: Callable[[F], F] = common.config_option
+backend_option: Callable[[F], F] = common.backend_option
 
 
 @click.command("eval")
@@ -51,6 +52,7 @@ config_option: Callable[[F], F] = common.config_option
 @click.option("--overwrite", is_flag=True,
               help="Start afresh, replacing any evaluation in --out (else: resume, or refuse "
                    "one of another configuration).")
+@backend_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
@@ -66,12 +68,14 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
       aura-stream eval --model ./gpt2 --intervention runs/gpt2-aura.safetensors \\
           --out reports/gpt2-aura/ --samples-per-prompt 25 --limit-prompts 200
       aura-stream eval --model ./gpt2 --out reports/gpt2-base/ --prompts rtp.jsonl
+      aura-stream eval --model ./gpt2 --intervention runs/gpt2-aura.safetensors \\
+          --out reports/gpt2-aura-tl/ --backend transformer-lens
     """
     from aura_stream.errors import InputError
     from aura_stream.evaluate import check_out_dir, evaluate
     from aura_stream.generate import check_strength
     from aura_stream.interventions import load_intervention
-    from aura_stream.model import load_model, resolve_device
+    from aura_stream.model import resolve_device
     from aura_stream.resources import load_ppl_text, load_prompts
     from aura_stream.scorers import load_scorer
 
@@ -91,7 +95,7 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
     ppl_texts = load_ppl_text(opts["ppl_text"])
     iv = load_intervention(opts["intervention"]) if opts["intervention"] else None
     scorer = load_scorer(opts["scorer"], device=resolve_device(opts["device"]))
-    loaded = load_model(opts["model"], dtype=opts["dtype"], device=opts["device"])
+    loaded = common.load_for_backend(opts["backend"], opts["model"], dtype=opts["dtype"], device=opts["device"])
     result = evaluate(
         loaded, intervention=iv, prompts=prompts, ppl_texts=ppl_texts, scorer=scorer,
         out_dir=opts["out"], samples_per_prompt=opts["samples_per_prompt"],
