@@ -351,7 +351,7 @@ def test_cli_eval_backend_same_generations(tiny_model_dirs: dict[str, Path], tmp
     prompts.write_text("You are such a\nThe weather in Paris is\n", encoding="utf-8")
     ppl = tmp_path / "ppl.txt"
     ppl.write_text("The interpreter reads a statement and executes it.\n", encoding="utf-8")
-    records = {}
+    records, ppl_values = {}, {}
     for backend in ("hf", "transformer-lens"):
         out = tmp_path / backend
         res = CliRunner().invoke(app, ["eval", "--model", model, "--intervention", str(iv), "--out", str(out),
@@ -361,10 +361,16 @@ def test_cli_eval_backend_same_generations(tiny_model_dirs: dict[str, Path], tmp
         lines = (out / "generations.jsonl").read_text(encoding="utf-8").splitlines()
         records[backend] = sorted((r["arm"], r["prompt_index"], r["sample_index"], r["continuation"], r["toxicity"],
                                    r["settings"]["backend"]) for r in map(json.loads, lines))
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        assert summary["config"]["backend"] == backend
+        ppl_values[backend] = [(c["baseline"], c["arm"]) for c in summary["comparisons"]["aura"]
+                               if c["metric"] == "perplexity"]
     assert [r[:5] for r in records["hf"]] == [r[:5] for r in records["transformer-lens"]]
     assert {r[5] for r in records["hf"]} == {"hf"}
     # the baseline arm has no intervention, hence no hooks, but it still ran through the bridge's model
     assert {r[5] for r in records["transformer-lens"]} == {"transformer-lens"}
+    assert ppl_values["hf"] and ppl_values["hf"][0][0] != ppl_values["hf"][0][1]
+    np.testing.assert_allclose(ppl_values["transformer-lens"], ppl_values["hf"], rtol=1e-5)
 
 
 def test_cli_unbootable_model_is_one_line_and_writes_nothing(tiny_model_dirs: dict[str, Path], data_csv: Path,
