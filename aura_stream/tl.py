@@ -248,15 +248,18 @@ class BridgeCapture:
     """Pooled activations through the bridge: ``bridge.hooks(...)`` around ``bridge(...)``.
 
     Same interface as :class:`~aura_stream.model.PooledCapture` (``run``, ``check_first_batch``).
-    Pooling happens inside each hook; the forward pass stops after the last hooked block
-    (``stop_at_layer``).
+    Pooling happens inside each hook; once every hook has fired the forward pass stops (the
+    bridge's own ``StopAtLayerException``), so no later block and no unembedding run.
     """
 
     def __init__(self, bridge: Any, points: Sequence[HookPoint], poolings: Sequence[Pooling]):
+        from transformer_lens.model_bridge.exceptions import StopAtLayerException
+
         self.bridge = bridge
         self.points = list(points)
         self.poolings = list(poolings)
-        self._stop = max(p.layer for p in self.points) + 1
+        self._stop_exc = StopAtLayerException
+        self._stop = max(p.layer for p in self.points) + 1  # in case some hook never fires
         self._mask: torch.Tensor | None = None
         self._out: dict[tuple[str, str], torch.Tensor] = {}
         self._hooks = [(p.name, self._hook_for(p)) for p in self.points]
@@ -269,6 +272,8 @@ class BridgeCapture:
                 act = act.view(mask.shape[0], mask.shape[1], act.shape[-1])
             for op in self.poolings:
                 self._out[(op, point.name)] = pool(act, mask, op)
+            if len(self._out) == len(self.points) * len(self.poolings):
+                raise self._stop_exc(act)  # caught by the bridge's forward, which cleans up
 
         return hook
 

@@ -152,6 +152,23 @@ def test_extract_from_users_bridge_equals_per_sentence_oracle(tiny_model_dirs: d
                 np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max(), err_msg=f"{op} {p.name}")
 
 
+def test_capture_stops_after_the_last_hook(tiny_model_dirs: dict[str, Path]) -> None:
+    loaded = tl.load_bridge(str(tiny_model_dirs["gpt2"]))
+    calls = []
+    handle = loaded.model.lm_head.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        points = tl.resolve_bridge_hooks(loaded.bridge, ["blocks.2.hook_mlp_out", "blocks.0.mlp.hook_pre"])
+        capture = tl.BridgeCapture(loaded.bridge, points, ["max"])
+        mask = torch.ones_like(TOKENS)
+        pooled = capture.run(TOKENS, mask)
+        assert sorted(pooled) == [("max", "blocks.0.mlp.hook_pre"), ("max", "blocks.2.hook_mlp_out")]
+        assert calls == []  # the unembedding never ran
+        loaded.bridge(TOKENS)
+        assert calls == [1]  # and the bridge works normally afterwards
+    finally:
+        handle.remove()
+
+
 def test_bridge_model_rejects_hf_backend(tiny_model_dirs: dict[str, Path], data_csv: Path, tmp_path: Path) -> None:
     bridge = TransformerBridge.boot_transformers(str(tiny_model_dirs["gpt2"]), device="cpu")
     with pytest.raises(InputError, match="`backend` must be transformer-lens for a TransformerBridge model; got 'hf'"):
