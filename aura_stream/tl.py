@@ -379,8 +379,8 @@ def check_for_bridge(bridge: Any, intervention: Intervention, *, strength: float
     InputError
         ``strength`` outside [0, 1].
     InterventionError
-        A hook the bridge lacks, a width mismatch, NaN/inf or non-1-D alphas, or a model that
-        already holds a folded intervention.
+        A hook the bridge lacks, a width mismatch, alphas outside [0, 1] (NaN included) or not 1-D,
+        or a model that already holds a folded intervention.
     """
     if strength is not None:
         check_strength(strength)
@@ -389,11 +389,12 @@ def check_for_bridge(bridge: Any, intervention: Intervention, *, strength: float
     if folded is not None:
         raise InterventionError(f"the model's weights already hold intervention {str(folded)[:12]} (folded in "
                                 "place by `fold`); reload the model before dampening it again.")
-    bad = [n for n, a in intervention.alphas.items()
-           if np.ndim(a) != 1 or not np.isfinite(np.asarray(a, dtype=np.float64)).all()]
+    bad = [n for n, a in intervention.alphas.items()  # NaN fails the range test too
+           if np.ndim(a) != 1 or not ((np.asarray(a, dtype=np.float64) >= 0) & (np.asarray(a) <= 1)).all()]
     if bad:
-        raise InterventionError(f"alphas must be finite 1-D arrays; {', '.join(bad[:5])} hold(s) NaN/inf or "
-                                "have the wrong shape. Recreate the intervention with `aura-stream score`.")
+        raise InterventionError(f"alphas must be 1-D arrays of finite values in [0, 1]; {', '.join(bad[:5])} "
+                                "hold(s) NaN/inf, values outside [0, 1] or have the wrong shape. Recreate the "
+                                "intervention with `aura-stream score`.")
     check_matches_model(intervention, {n: p.width for n, p in bridge_hook_points(bridge).items()})
     return intervention
 

@@ -92,6 +92,25 @@ def load_for_backend(backend: str, model: str | None, **kwargs: Any) -> Any:
     return load_model(model, **kwargs)
 
 
+def check_backend_ready(backend: str, model: str | None) -> None:
+    """Cheap checks before a model loads: TransformerLens installed, the bridge can boot this shape."""
+    if backend == "transformer-lens":
+        from aura_stream.tl import check_bootable, require_transformer_lens
+
+        require_transformer_lens()
+        if model:
+            check_bootable(model)
+
+
+def with_backend(backend: str, loaded: Any) -> Any:
+    """``loaded`` as it is for ``hf``; wrapped in a ``TransformerBridge`` for ``transformer-lens``."""
+    if backend == "transformer-lens":
+        from aura_stream.tl import boot
+
+        return boot(loaded)
+    return loaded
+
+
 def resolved_config(ctx: click.Context) -> dict[str, Any]:
     """The options as finally resolved, for provenance."""
     out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ctx.params.items()}

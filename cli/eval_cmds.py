@@ -75,7 +75,7 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
     from aura_stream.evaluate import check_out_dir, evaluate
     from aura_stream.generate import check_strength
     from aura_stream.interventions import load_intervention
-    from aura_stream.model import resolve_device
+    from aura_stream.model import load_model, resolve_device
     from aura_stream.resources import load_ppl_text, load_prompts
     from aura_stream.scorers import load_scorer
 
@@ -89,13 +89,15 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
     if opts["strength"] is not None:
         check_strength(opts["strength"])
     check_out_dir(opts["out"])
+    common.check_backend_ready(opts["backend"], opts["model"])
     prompts = load_prompts(opts["prompts"])
     if opts["limit_prompts"] is not None:
         prompts = prompts[:opts["limit_prompts"]]
     ppl_texts = load_ppl_text(opts["ppl_text"])
     iv = load_intervention(opts["intervention"]) if opts["intervention"] else None
     scorer = load_scorer(opts["scorer"], device=resolve_device(opts["device"]))
-    loaded = common.load_for_backend(opts["backend"], opts["model"], dtype=opts["dtype"], device=opts["device"])
+    loaded = load_model(opts["model"], dtype=opts["dtype"], device=opts["device"])
+    loaded = common.with_backend(opts["backend"], loaded)
     result = evaluate(
         loaded, intervention=iv, prompts=prompts, ppl_texts=ppl_texts, scorer=scorer,
         out_dir=opts["out"], samples_per_prompt=opts["samples_per_prompt"],

@@ -66,18 +66,21 @@ def generate_cmd(**opts: Any) -> None:
         write_jsonl,
     )
     from aura_stream.interventions import load_intervention
+    from aura_stream.model import load_model
 
     prompts = list(opts["prompt"])
     if opts["prompts_file"]:
         prompts += read_prompts(opts["prompts_file"])
     check_prompts(prompts)
+    common.check_backend_ready(opts["backend"], opts["model"])
     check_generation_options(  # before loading a model that may take minutes
         num_return_sequences=opts["num_return_sequences"], max_new_tokens=opts["max_new_tokens"],
         top_p=opts["top_p"], top_k=opts["top_k"], temperature=opts["temperature"],
         seed=opts["seed"], batch_size=opts["batch_size"], do_sample=not opts["greedy"],
         strength=opts["strength"], has_intervention=bool(opts["intervention"]))
     iv = load_intervention(opts["intervention"]) if opts["intervention"] else None
-    loaded = common.load_for_backend(opts["backend"], opts["model"], dtype=opts["dtype"], device=opts["device"])
+    loaded = load_model(opts["model"], dtype=opts["dtype"], device=opts["device"])
+    loaded = common.with_backend(opts["backend"], loaded)
     gens = generate(
         loaded, prompts, intervention=iv, strength=opts["strength"],
         num_return_sequences=opts["num_return_sequences"], max_new_tokens=opts["max_new_tokens"],

@@ -262,6 +262,11 @@ def test_dampened_removes_hooks_on_error_and_validates_first(tiny_model_dirs: di
     with pytest.raises(InterventionError, match=r"blocks\.9\.mlp\.hook_pre do not exist in the model"), \
             aura_stream.dampened(bridge, missing):
         pass
+    nan = Intervention({"blocks.0.mlp.hook_pre": np.full(128, np.nan, np.float32)},
+                       {"blocks.0.mlp.hook_pre": np.ones(128)})
+    with pytest.raises(InterventionError, match=r"alphas must be 1-D arrays of finite values in \[0, 1\]"), \
+            aura_stream.dampened(bridge, nan):
+        pass
     with pytest.raises(InputError, match="`--strength` must be in"), aura_stream.dampened(bridge, iv, strength=2.0):
         pass
     assert n_hooks() == 0
