@@ -462,10 +462,10 @@ def generate(
     ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     bridge = getattr(loaded, "bridge", None)  # --backend transformer-lens: dampen through the bridge's hooks
     if intervention is not None and bridge is not None:
-        from aura_stream import tl
+        from aura_stream import tl_hooks
 
-        intervention = tl.check_for_bridge(bridge, intervention, strength=strength)
-        ctx = tl.dampened(bridge, intervention)
+        intervention = tl_hooks.check_for_bridge(bridge, intervention, strength=strength)
+        ctx = tl_hooks.dampened(bridge, intervention)
     elif intervention is not None:
         intervention, _ = resolve_intervention(model, intervention, strength=strength)
         ctx = dampened(model, intervention)

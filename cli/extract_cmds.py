@@ -140,9 +140,12 @@ def info_cmd(store: str, as_json: bool) -> None:
     n_files = sum(1 for f in st.path.rglob("*") if f.is_file())
     n_bytes = sum(f.stat().st_size for f in st.path.rglob("*") if f.is_file())
     status = "complete" if done.all() else f"INCOMPLETE: {record['missing_rows']} rows missing"
-    echo(f"store      {st.path}  (schema {st.attrs.get('schema_version')}, aura-stream {st.attrs.get('package_version')})")
-    echo(f"model      {ident.get('model')}  dtype {ident.get('model_dtype')}  max_length {ident.get('max_length')}")
-    echo(f"data       {st.n_samples} samples ({record['n_toxic']} toxic), fingerprint {str(ident.get('dataset_fingerprint'))[:12]}")
+    echo(f"store      {st.path}  (schema {st.attrs.get('schema_version')}, "
+         f"aura-stream {st.attrs.get('package_version')})")
+    echo(f"model      {ident.get('model')}  dtype {ident.get('model_dtype')}  max_length {ident.get('max_length')}  "
+         f"backend {st.attrs.get('backend', 'hf')}")
+    echo(f"data       {st.n_samples} samples ({record['n_toxic']} toxic), "
+         f"fingerprint {str(ident.get('dataset_fingerprint'))[:12]}")
     echo(f"progress   {int(done.sum())}/{done.size} row blocks of {st.row_block} rows: {status}")
     if n_shards > 1:
         echo("shards     " + ", ".join(f"{s['shard']}: {s['blocks_done']}/{s['blocks']}" for s in shards))

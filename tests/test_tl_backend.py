@@ -355,6 +355,7 @@ def test_cli_extract_generate_backend(tiny_model_dirs: dict[str, Path], data_csv
     info = json.loads(runner.invoke(app, ["info", str(tmp_path / "transformer-lens.zarr"), "--json"]).output)
     assert info["provenance"]["backend"] == "transformer-lens"
     assert info["provenance"]["config"]["backend"] == "transformer-lens"
+    assert "backend transformer-lens" in runner.invoke(app, ["info", str(tmp_path / "transformer-lens.zarr")]).output
     iv = save_intervention(random_intervention(hf_widths(tiny_model_dirs["gpt2"]), method="det0"),
                            tmp_path / "iv.safetensors")
     outputs = {}
