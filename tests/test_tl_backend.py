@@ -408,6 +408,10 @@ def test_cli_unbootable_model_is_one_line_and_writes_nothing(tiny_model_dirs: di
     assert len(lines) == 1 and "Traceback" not in res.output
     assert "cannot boot" in lines[0] and "`--backend hf`" in lines[0]
     assert not out.exists()
+    res = CliRunner().invoke(app, ["generate", "--model", str(tiny_model_dirs["falcon"]), "--prompt", "You are",
+                                   "--output", str(tmp_path / "gen.jsonl"), "--backend", "transformer-lens"])
+    assert res.exit_code == 1 and "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    assert "Falcon-40B's shape" in res.output and not (tmp_path / "gen.jsonl").exists()
 
 
 def test_cli_backend_option_help_and_usage_error() -> None:
