@@ -10,12 +10,13 @@ passes. :mod:`aura_stream.tl_hooks` turns an :class:`~aura_stream.interventions.
     iv = aura_stream.load_intervention("gpt2-aura.safetensors")
     logits = bridge.run_with_hooks(tokens, fwd_hooks=iv.fwd_hooks())
     with aura_stream.dampened(bridge, iv):
-        bridge.generate("I can't believe you", max_new_tokens=20)
+        bridge.generate("I can't believe you", max_new_tokens=20, use_past_kv_cache=False)
 
 A bridge wraps the Hugging Face model in place (its modules keep their names), so
-``transformers``' own ``generate`` — KV cache included — still runs and fires the bridge's hooks;
+``transformers``' own ``generate`` still runs and fires the bridge's hooks;
 ``aura-stream generate --backend transformer-lens`` decodes that way, with the same seeded
-sampler as the default backend. TransformerLens is imported only when this backend is used.
+sampler as the default backend, and with the KV cache only where the bridge keeps it exact
+(:func:`kv_cache_exact`). TransformerLens is imported only when this backend is used.
 """
 
 from __future__ import annotations
