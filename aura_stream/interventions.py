@@ -299,8 +299,9 @@ def check_matches_model(iv: Intervention, widths: Mapping[str, int]) -> None:
     missing = [n for n in iv.alphas if n not in widths]
     if missing:
         raise InterventionError(
-            f"intervention hooks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} do not exist in the "
-            f"model; it was made for {iv.metadata.get('model')!r}. Use the model the intervention was scored on."
+            f"intervention hooks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+            "do not exist in the model; "
+            f"it was made for {iv.metadata.get('model')!r}. Use the model the intervention was scored on."
         )
     wrong = [f"{n} (file {d}, model {widths[n]})" for n, d in iv.widths.items() if widths[n] != d]
     if wrong:
