@@ -24,6 +24,7 @@ from aura_stream.hookpoints import HookPoint, all_hook_points, default_patterns,
 from aura_stream.model import LoadedModel, PooledCapture, load_model
 from aura_stream.pooling import Pooling, parse_pooling
 from aura_stream.store import ActivationStore, StoreSpec
+from aura_stream.tl import BridgeCapture, capture_for, check_backend, describe, is_bridge
 
 DEFAULT_ROW_BLOCK = 256
 
@@ -77,7 +78,7 @@ def resolve_hooks(loaded: LoadedModel, patterns: Sequence[str] | None) -> list[H
 
 def extract(
     *,
-    model: str | None,
+    model: str | Any | None,
     data: str | Path | None,
     out: str | Path,
     hooks: Sequence[str] | None = None,
@@ -98,13 +99,15 @@ def extract(
     max_memory: dict[int | str, str] | None = None,
     progress: bool = True,
     config: Mapping[str, Any] | None = None,
+    backend: str | None = None,
 ) -> ExtractResult:
     """Run labelled sentences through a model and store pooled activations per hook.
 
     Parameters
     ----------
-    model : str or None
-        Model directory or hub id (None: the demo model).
+    model : str, TransformerBridge or None
+        Model directory or hub id (None: the demo model), or a TransformerLens ``TransformerBridge``
+        (implies ``backend="transformer-lens"``; texts go through the bridge's tokenizer).
     data : path or None
         Jigsaw ``train.csv``, a generic CSV/JSONL (with ``text_column``/``label_column``), or
         None for the demo set.
@@ -115,6 +118,9 @@ def extract(
     pooling : sequence of {"max", "mean", "last"}
     shard : (i, N)
         This process writes row blocks ``b`` with ``b % N == i``.
+    backend : {"hf", "transformer-lens"}, optional
+        ``hf`` (default): hooks on the Hugging Face modules. ``transformer-lens``: forward passes and
+        hooks through a ``TransformerBridge`` (see :mod:`aura_stream.tl`); same stored values.
 
     Returns
     -------
@@ -129,6 +135,10 @@ def extract(
         _positive(name, value)
     if per_class is not None:
         _positive("per-class", per_class)
+    if is_bridge(model) and backend not in (None, "transformer-lens"):
+        raise InputError(f"`backend` must be transformer-lens for a TransformerBridge model; got {backend!r}. "
+                         "Drop `backend`, or pass the model directory to use the Hugging Face backend.")
+    backend = "transformer-lens" if is_bridge(model) else check_backend(backend)
     if store_dtype not in ("float16", "float32"):
         raise InputError(f"`--store-dtype` must be float16 or float32; got {store_dtype!r}.")
     poolings = parse_pooling(list(pooling) if not isinstance(pooling, str) else pooling)
@@ -137,10 +147,15 @@ def extract(
         raise StoreError(f"`--out` must be a directory for the store; {str(out)!r} is a file.")
     texts = load_labelled(data, text_column=text_column, label_column=label_column,
                           per_class=per_class, seed=seed)
-    loaded = load_model(model, dtype=dtype, device=device, device_map=device_map,  # type: ignore[arg-type]
-                        max_memory=max_memory)
-    points = resolve_hooks(loaded, hooks)
-    capture = PooledCapture(loaded.model, points, poolings)
+    capture: PooledCapture | BridgeCapture
+    if backend == "hf":
+        loaded = load_model(model, dtype=dtype, device=device, device_map=device_map,  # type: ignore[arg-type]
+                            max_memory=max_memory)
+        points = resolve_hooks(loaded, hooks)
+        capture = PooledCapture(loaded.model, points, poolings)
+    else:
+        loaded, points, capture = capture_for(model, hooks=hooks, poolings=poolings, dtype=dtype, device=device,
+                                              device_map=device_map, max_memory=max_memory)
     _probe(capture, loaded, texts.texts[:2], max_length)
     # a row block larger than the data would be padded on disk to its full height
     spec = _spec(loaded, texts, points, poolings, max_length=max_length, store_dtype=store_dtype,
@@ -170,14 +185,14 @@ def extract(
                          time.perf_counter() - start)
 
 
-def _probe(capture: PooledCapture, loaded: LoadedModel, texts: list[str], max_length: int) -> None:
+def _probe(capture: PooledCapture | BridgeCapture, loaded: LoadedModel, texts: list[str], max_length: int) -> None:
     """Run one tiny batch and check every hook fired with its width before anything is written."""
     enc = loaded.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     pooled = capture.run(enc["input_ids"].to(loaded.device), enc["attention_mask"].to(loaded.device))
     capture.check_first_batch(pooled, len(texts))
 
 
-def _run_block(capture: PooledCapture, loaded: LoadedModel, texts: list[str], *, batch_size: int,
+def _run_block(capture: PooledCapture | BridgeCapture, loaded: LoadedModel, texts: list[str], *, batch_size: int,
                max_length: int, bar: Any) -> dict[tuple[str, str], np.ndarray]:
     """Pooled activations of one row block, ``[rows, d]`` per (pooling, hook), in row order.
 
@@ -218,7 +233,7 @@ def _spec(loaded: LoadedModel, texts: LabelledTexts, points: list[HookPoint], po
     }
     provenance = {
         "model_type": str(getattr(loaded.model.config, "model_type", "")),
-        "selection": texts.selection, "config": dict(config or {}),
+        "selection": texts.selection, "config": dict(config or {}), **describe(loaded),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"aura_stream": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "zarr": zarr.__version__,

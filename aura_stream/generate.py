@@ -185,6 +185,7 @@ class GenerationSettings:
     method: str | None
     intervention_fingerprint: str | None
     strength: float | None
+    backend: str = "hf"  # "transformer-lens": hooks through a TransformerBridge
 
 
 @dataclass(frozen=True)
@@ -500,7 +501,13 @@ def generate(
                          f"prompt; got {list(prompt_indices or [])[:5]}.")
     model, tokenizer = loaded.model, loaded.tokenizer
     ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-    if intervention is not None:
+    bridge = getattr(loaded, "bridge", None)  # --backend transformer-lens: dampen through the bridge's hooks
+    if intervention is not None and bridge is not None:
+        from aura_stream import tl_hooks
+
+        intervention = tl_hooks.check_for_bridge(bridge, intervention, strength=strength)
+        ctx = tl_hooks.dampened(bridge, intervention)
+    elif intervention is not None:
         intervention, _ = resolve_intervention(model, intervention, strength=strength)
         ctx = dampened(model, intervention)
     settings = GenerationSettings(
@@ -510,6 +517,7 @@ def generate(
         method=None if intervention is None else intervention.metadata.get("method"),
         intervention_fingerprint=None if intervention is None else intervention.fingerprint,
         strength=strength if intervention is not None else None,
+        backend="hf" if bridge is None else "transformer-lens",
     )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -534,7 +542,7 @@ def generate(
                 out = model.generate(
                     input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                     do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id, use_cache=True,
+                    pad_token_id=tokenizer.pad_token_id, use_cache=getattr(loaded, "kv_cache", True),
                     logits_processor=_processor_list(processors),
                 )
                 new = out[:, enc["input_ids"].shape[1]:].tolist()  # [rows, new_tokens]

@@ -120,6 +120,7 @@ def arch_spec(model_type_name: str) -> ArchSpec:
 
 
 def _width_of(module: nn.Module, site: HookSite) -> int:
+    module = getattr(module, "original_component", None) or module  # a TransformerLens bridge wraps it in place
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor):
         raise ModelLoadError(f"module {type(module).__name__} has no weight to read a width from")

@@ -71,6 +71,23 @@ class Intervention:
         """Number of neurons with alpha < 1."""
         return int(sum((a < 1).sum() for a in self.alphas.values()))
 
+    def fwd_hooks(self, *, strength: float | None = None) -> list[tuple[str, Any]]:
+        """TransformerLens forward hooks: ``(hook_name, hook_fn)`` pairs, ``activation * alpha``.
+
+        For ``bridge.run_with_hooks(tokens, fwd_hooks=iv.fwd_hooks())`` and ``bridge.hooks(...)``.
+        Each ``hook_fn(activation, hook)`` returns a new tensor in the activation's dtype; hooks
+        whose alphas are all 1 are left out. Check the hooks against a bridge first with
+        ``aura_stream.dampened(bridge, iv)``, which does both.
+
+        Parameters
+        ----------
+        strength : float in [0, 1], optional
+            Use ``1 - strength * (1 - alpha)``; None keeps the alphas.
+        """
+        from aura_stream.tl_hooks import fwd_hooks
+
+        return list(fwd_hooks(self, strength=strength))
+
 
 def check_unit(name: str, value: float) -> float:
     """``value`` must lie in [0, 1]."""
@@ -251,10 +268,12 @@ def load_intervention(path: str | Path) -> Intervention:
     alphas, aurocs = {}, {}
     for name in hooks:
         if not isinstance(name, str) or not HOOK_NAME.match(name):
-            raise InterventionError(f"{str(path)!r} names an invalid hook {str(name)[:60]!r}; the file is not trustworthy.")
+            raise InterventionError(f"{str(path)!r} names an invalid hook {str(name)[:60]!r}; "
+                                    "the file is not trustworthy.")
         alpha, auroc = tensors.get(f"{name}.alpha"), tensors.get(f"{name}.auroc")
         if alpha is None or auroc is None:
-            raise InterventionError(f"{str(path)!r} lacks tensors for hook {name}; the metadata does not match the data.")
+            raise InterventionError(f"{str(path)!r} lacks tensors for hook {name}; "
+                                    "the metadata does not match the data.")
         if alpha.dtype != np.float32 or auroc.dtype != np.float64 or alpha.ndim != 1 or auroc.shape != alpha.shape:
             raise InterventionError(
                 f"{str(path)!r}: hook {name} must have float32 alpha and float64 auroc of one shape [d]; "
@@ -280,7 +299,8 @@ def check_matches_model(iv: Intervention, widths: Mapping[str, int]) -> None:
     missing = [n for n in iv.alphas if n not in widths]
     if missing:
         raise InterventionError(
-            f"intervention hooks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} do not exist in the model; "
+            f"intervention hooks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+            "do not exist in the model; "
             f"it was made for {iv.metadata.get('model')!r}. Use the model the intervention was scored on."
         )
     wrong = [f"{n} (file {d}, model {widths[n]})" for n, d in iv.widths.items() if widths[n] != d]

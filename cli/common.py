@@ -66,6 +66,51 @@ def config_option(f: F) -> F:
     )(f)
 
 
+BACKEND_HELP = (
+    "hf: hooks on the Hugging Face modules (fastest; KV cache). transformer-lens: forward passes and hooks "
+    "through TransformerLens' TransformerBridge, same results (needs aura-stream[tl]). "
+    "E.g. --backend transformer-lens."
+)
+
+
+def backend_option(f: F) -> F:
+    """Add ``--backend hf|transformer-lens``."""
+    return click.option(
+        "--backend", type=click.Choice(["hf", "transformer-lens"]), default="hf", show_default=True,
+        help=BACKEND_HELP,
+    )(f)
+
+
+def load_for_backend(backend: str, model: str | None, **kwargs: Any) -> Any:
+    """``load_model`` for ``hf``; the model bridged by TransformerLens for ``transformer-lens``."""
+    if backend == "transformer-lens":
+        from aura_stream.tl import load_bridge
+
+        return load_bridge(model, **kwargs)
+    from aura_stream.model import load_model
+
+    return load_model(model, **kwargs)
+
+
+def check_backend_ready(backend: str, model: str | None) -> None:
+    """Cheap checks before a model loads: TransformerLens installed, the bridge can boot this shape."""
+    if backend == "transformer-lens":
+        from aura_stream.tl import check_bootable, require_transformer_lens
+
+        require_transformer_lens()
+        if model:
+            check_bootable(model)
+
+
+def with_backend(backend: str, loaded: Any) -> Any:
+    """``loaded`` as it is for ``hf``; wrapped in a ``TransformerBridge`` for ``transformer-lens``."""
+    if backend == "transformer-lens":
+        from aura_stream.tl import boot
+
+        return boot(loaded)
+    return loaded
+
+
 def resolved_config(ctx: click.Context) -> dict[str, Any]:
     """The options as finally resolved, for provenance."""
     out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ctx.params.items()}

@@ -12,6 +12,7 @@ from aura_stream_cli.common import echo, resolved_config
 F = TypeVar("F", bound=Callable[..., Any])
 # typed alias: mypy cannot follow the editable install's package-dir mapping to cli/common.py
 config_option: Callable[[F], F] = common.config_option
+backend_option: Callable[[F], F] = common.backend_option
 
 
 @click.command("eval")
@@ -51,6 +52,7 @@ config_option: Callable[[F], F] = common.config_option
 @click.option("--overwrite", is_flag=True,
               help="Start afresh, replacing any evaluation in --out (else: resume, or refuse "
                    "one of another configuration).")
+@backend_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
@@ -66,6 +68,8 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
       aura-stream eval --model ./gpt2 --intervention runs/gpt2-aura.safetensors \\
           --out reports/gpt2-aura/ --samples-per-prompt 25 --limit-prompts 200
       aura-stream eval --model ./gpt2 --out reports/gpt2-base/ --prompts rtp.jsonl
+      aura-stream eval --model ./gpt2 --intervention runs/gpt2-aura.safetensors \\
+          --out reports/gpt2-aura-tl/ --backend transformer-lens
     """
     from aura_stream.errors import InputError
     from aura_stream.evaluate import check_out_dir, evaluate
@@ -85,6 +89,7 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
     if opts["strength"] is not None:
         check_strength(opts["strength"])
     check_out_dir(opts["out"])
+    common.check_backend_ready(opts["backend"], opts["model"])
     prompts = load_prompts(opts["prompts"])
     if opts["limit_prompts"] is not None:
         prompts = prompts[:opts["limit_prompts"]]
@@ -92,6 +97,7 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
     iv = load_intervention(opts["intervention"]) if opts["intervention"] else None
     scorer = load_scorer(opts["scorer"], device=resolve_device(opts["device"]))
     loaded = load_model(opts["model"], dtype=opts["dtype"], device=opts["device"])
+    loaded = common.with_backend(opts["backend"], loaded)
     result = evaluate(
         loaded, intervention=iv, prompts=prompts, ppl_texts=ppl_texts, scorer=scorer,
         out_dir=opts["out"], samples_per_prompt=opts["samples_per_prompt"],

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from aura_stream_cli.common import config_option, echo, resolved_config
+from aura_stream_cli.common import backend_option, config_option, echo, load_for_backend, resolved_config
 
 MODEL_HELP = "Model directory or hub id (default: the demo model shipped with aura-stream)."
 
@@ -15,18 +15,24 @@ MODEL_HELP = "Model directory or hub id (default: the demo model shipped with au
 @click.command("hooks")
 @click.option("--model", "model", default=None, help=MODEL_HELP)
 @click.option("--pattern", "patterns", multiple=True, help="Glob over hook names; repeatable.")
-def hooks_cmd(model: str | None, patterns: tuple[str, ...]) -> None:
+@backend_option
+def hooks_cmd(model: str | None, patterns: tuple[str, ...], backend: str) -> None:
     """List the model's hook names with their widths.
 
     \b
     Example:
       aura-stream hooks --model ./gpt2 --pattern 'blocks.*.mlp.*'
+      aura-stream hooks --model ./gpt2 --backend transformer-lens   # the bridge's hook points
     """
     from aura_stream.hookpoints import all_hook_points, match_hooks
-    from aura_stream.model import load_model
 
-    loaded = load_model(model)
-    points = all_hook_points(loaded.model)
+    loaded = load_for_backend(backend, model)
+    if backend == "transformer-lens":
+        from aura_stream.tl import bridge_hook_points
+
+        points = bridge_hook_points(loaded.bridge)
+    else:
+        points = all_hook_points(loaded.model)
     names = match_hooks(list(patterns), points) if patterns else list(points)
     for name in names:
         p = points[name]
@@ -60,6 +66,7 @@ def hooks_cmd(model: str | None, patterns: tuple[str, ...]) -> None:
 @click.option("--shard", default=None, help="This process's part, i/N (default: SLURM array variables).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store of another run.")
 @click.option("--dry-run", is_flag=True, help="Print sizes and estimates from config.json alone; load no weights.")
+@backend_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def extract_cmd(ctx: click.Context, /, **opts: Any) -> None:
@@ -70,6 +77,7 @@ def extract_cmd(ctx: click.Context, /, **opts: Any) -> None:
       aura-stream extract --model ./gpt2 --data train.csv \\
           --hooks 'blocks.*.mlp.hook_pre' --hooks 'blocks.*.hook_mlp_out' \\
           --pooling max --per-class 2000 --out runs/gpt2.zarr
+      aura-stream extract --model ./gpt2 --backend transformer-lens --out runs/gpt2-tl.zarr
     Rerun the same command to resume an interrupted run.
     """
     from aura_stream.extract import extract, parse_shard
@@ -91,7 +99,7 @@ def extract_cmd(ctx: click.Context, /, **opts: Any) -> None:
         per_class=opts["per_class"], seed=opts["seed"], dtype=opts["dtype"], device=opts["device"],
         store_dtype=opts["store_dtype"], text_column=opts["text_column"], label_column=opts["label_column"],
         overwrite=opts["overwrite"], shard=shard, row_block=opts["row_block"], device_map=opts["device_map"],
-        max_memory=max_memory, progress=not opts["quiet"], config=resolved_config(ctx),
+        max_memory=max_memory, progress=not opts["quiet"], config=resolved_config(ctx), backend=opts["backend"],
     )
     echo(f"store {result.path}: {result.n_samples} samples, {len(result.hooks)} hooks; "
          f"{result.blocks_written} row blocks written, {result.blocks_skipped} already complete "
@@ -132,9 +140,12 @@ def info_cmd(store: str, as_json: bool) -> None:
     n_files = sum(1 for f in st.path.rglob("*") if f.is_file())
     n_bytes = sum(f.stat().st_size for f in st.path.rglob("*") if f.is_file())
     status = "complete" if done.all() else f"INCOMPLETE: {record['missing_rows']} rows missing"
-    echo(f"store      {st.path}  (schema {st.attrs.get('schema_version')}, aura-stream {st.attrs.get('package_version')})")
-    echo(f"model      {ident.get('model')}  dtype {ident.get('model_dtype')}  max_length {ident.get('max_length')}")
-    echo(f"data       {st.n_samples} samples ({record['n_toxic']} toxic), fingerprint {str(ident.get('dataset_fingerprint'))[:12]}")
+    echo(f"store      {st.path}  (schema {st.attrs.get('schema_version')}, "
+         f"aura-stream {st.attrs.get('package_version')})")
+    echo(f"model      {ident.get('model')}  dtype {ident.get('model_dtype')}  max_length {ident.get('max_length')}  "
+         f"backend {st.attrs.get('backend', 'hf')}")
+    echo(f"data       {st.n_samples} samples ({record['n_toxic']} toxic), "
+         f"fingerprint {str(ident.get('dataset_fingerprint'))[:12]}")
     echo(f"progress   {int(done.sum())}/{done.size} row blocks of {st.row_block} rows: {status}")
     if n_shards > 1:
         echo("shards     " + ", ".join(f"{s['shard']}: {s['blocks_done']}/{s['blocks']}" for s in shards))

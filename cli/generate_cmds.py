@@ -13,6 +13,7 @@ from aura_stream_cli.common import echo, resolved_config
 F = TypeVar("F", bound=Callable[..., Any])
 # typed alias: mypy cannot follow the editable install's package-dir mapping to cli/common.py
 config_option: Callable[[F], F] = common.config_option
+backend_option: Callable[[F], F] = common.backend_option
 
 MODEL_HELP = "Model directory or hub id (default: the demo model shipped with aura-stream)."
 DTYPE = click.Choice(["auto", "float32", "float16", "bfloat16"])
@@ -44,6 +45,7 @@ DTYPE = click.Choice(["auto", "float32", "float16", "bfloat16"])
               help="Write JSONL records here instead of printing.")
 @click.option("--dtype", type=DTYPE, default="auto", show_default=True, help="Model weights dtype.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@backend_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate_cmd(**opts: Any) -> None:
     """Continue prompts with the intervention's neurons dampened (or without, as the baseline).
@@ -53,6 +55,8 @@ def generate_cmd(**opts: Any) -> None:
       aura-stream generate --model ./gpt2 --intervention runs/gpt2-aura.safetensors \\
           --prompt "I can't believe you" --num-return-sequences 5 --max-new-tokens 20
       aura-stream generate --model ./gpt2 --prompts prompts.txt --output baseline.jsonl
+      aura-stream generate --model ./gpt2 --intervention gpt2-aura.safetensors --backend transformer-lens \\
+          --prompt "I can't believe you"   # dampened through TransformerLens hooks, same continuations
     """
     from aura_stream.generate import (
         check_generation_options,
@@ -68,6 +72,7 @@ def generate_cmd(**opts: Any) -> None:
     if opts["prompts_file"]:
         prompts += read_prompts(opts["prompts_file"])
     check_prompts(prompts)
+    common.check_backend_ready(opts["backend"], opts["model"])
     check_generation_options(  # before loading a model that may take minutes
         num_return_sequences=opts["num_return_sequences"], max_new_tokens=opts["max_new_tokens"],
         top_p=opts["top_p"], top_k=opts["top_k"], temperature=opts["temperature"],
@@ -75,6 +80,7 @@ def generate_cmd(**opts: Any) -> None:
         strength=opts["strength"], has_intervention=bool(opts["intervention"]))
     iv = load_intervention(opts["intervention"]) if opts["intervention"] else None
     loaded = load_model(opts["model"], dtype=opts["dtype"], device=opts["device"])
+    loaded = common.with_backend(opts["backend"], loaded)
     gens = generate(
         loaded, prompts, intervention=iv, strength=opts["strength"],
         num_return_sequences=opts["num_return_sequences"], max_new_tokens=opts["max_new_tokens"],
