@@ -31,7 +31,7 @@ def demo_cmd(out: str, n_prompts: int | None, samples_per_prompt: int, half: int
       aura-stream demo                       # under 10 minutes on 2 CPU cores
       aura-stream demo --seed 1 --half 2 --out runs/demo2   # other seeds, other prompts
       aura-stream demo --prompts 20 --samples-per-prompt 4   # a quick look
-    The demo model is a 4-layer GPT-2 trained here on text from pip packages: it shows the
+    The demo model is a 6-layer GPT-2 trained here on text from pip packages: it shows the
     mechanics and the direction of the effect, not the paper's numbers on real LLMs.
     """
     from aura_stream.demo import demo
