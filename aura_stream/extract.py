@@ -172,7 +172,8 @@ def extract(
 
 def _probe(capture: PooledCapture, loaded: LoadedModel, texts: list[str], max_length: int) -> None:
     """Run one tiny batch and check every hook fired with its width before anything is written."""
-    enc = loaded.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    enc = loaded.tokenizer(texts, padding=True, padding_side="right", truncation=True, max_length=max_length,
+                           return_tensors="pt")
     pooled = capture.run(enc["input_ids"].to(loaded.device), enc["attention_mask"].to(loaded.device))
     capture.check_first_batch(pooled, len(texts))
 
@@ -182,6 +183,9 @@ def _run_block(capture: PooledCapture, loaded: LoadedModel, texts: list[str], *,
     """Pooled activations of one row block, ``[rows, d]`` per (pooling, hook), in row order.
 
     Rows are batched by token length (less padding, same pooled values) and put back in order.
+    Padding goes on the right whatever the tokenizer's ``padding_side``: in a causal model a
+    token never sees what follows it, so a right-padded row computes exactly what the sentence
+    alone computes (left padding would shift GPT-2's absolute positions).
     """
     enc = loaded.tokenizer(texts, truncation=True, max_length=max_length)
     lengths = np.array([len(ids) for ids in enc["input_ids"]])
@@ -192,7 +196,7 @@ def _run_block(capture: PooledCapture, loaded: LoadedModel, texts: list[str], *,
     for start in range(0, len(texts), batch_size):
         idx = order[start:start + batch_size]
         batch = loaded.tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx]},
-                                     return_tensors="pt")
+                                     padding_side="right", return_tensors="pt")
         pooled = capture.run(batch["input_ids"].to(loaded.device),
                              batch["attention_mask"].to(loaded.device))
         for key, values in pooled.items():

@@ -170,6 +170,20 @@ def attach(model: nn.Module, points: Sequence[HookPoint], fn: HookFn) -> Iterato
             handle.remove()
 
 
+def position_kwargs(model: nn.Module, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{"position_ids": [batch, pos]}`` counted over real tokens only, where the model takes them.
+
+    Without them a left-padded row would start at the position of its first pad token; with
+    them every row's tokens sit at 0, 1, ... whatever the padding side (pads get 0: masked).
+    """
+    import inspect
+
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        return {}  # e.g. ALiBi models (Bloom) have no positions to shift
+    positions = attention_mask.long().cumsum(-1) - 1
+    return {"position_ids": positions.clamp_min(0)}
+
+
 class _StopForward(Exception):
     """Raised after the last hooked block: nothing past it is needed for extraction."""
 
@@ -223,10 +237,11 @@ class PooledCapture:
         def stop(_m: nn.Module, _a: Any, _o: Any) -> None:
             raise _StopForward
 
+        kwargs = position_kwargs(self.model, attention_mask)
         handle = self.model.get_submodule(self._last_block).register_forward_hook(stop)
         try:
             with attach(self.model, self.points, self._hook), contextlib.suppress(_StopForward):
-                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
         finally:
             handle.remove()
         return {key: t.cpu().numpy() for key, t in self._out.items()}
