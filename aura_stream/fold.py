@@ -35,12 +35,12 @@ from torch import nn
 
 from aura_stream._version import __version__
 from aura_stream.errors import InputError, InterventionError
-from aura_stream.generate import DAMPENERS, FOLDED_ATTR, hook_kind, multiply, resolve_intervention
+from aura_stream.generate import DAMPENERS, hook_kind, multiply, resolve_intervention
 from aura_stream.hookpoints import HookPoint, arch_spec, block_module_path, model_type
 from aura_stream.interventions import Intervention
-from aura_stream.model import LoadedModel
+from aura_stream.model import FOLD_RECORD, FOLDED_ATTR, LoadedModel
 
-PROVENANCE_FILE = "aura_stream_fold.json"
+PROVENANCE_FILE = FOLD_RECORD
 FOLD_FORMAT = "aura-stream-fold/1"
 Axis = Literal["out", "in"]
 
@@ -191,7 +191,9 @@ def fold(
     model = loaded.model
     intervention, points = resolve_intervention(model, intervention, strength=strength)
     steps = plan_fold(model, intervention, points)
-    setattr(model, FOLDED_ATTR, intervention.fingerprint)  # before the first weight changes
+    # before the first weight changes
+    setattr(model, FOLDED_ATTR, f"intervention {intervention.fingerprint[:12]} "
+                                f"({intervention.metadata.get('method')}), folded in place by `fold`")
     apply_fold(model, steps)
     provenance = {
         "format": FOLD_FORMAT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aura_stream.errors import HookError, InputError, ModelLoadError
+from aura_stream.errors import HookError, InputError, InterventionError, ModelLoadError
 from aura_stream.hookpoints import HookPoint, block_module_path
 from aura_stream.pooling import Pooling, pool
 
@@ -23,6 +24,42 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
+
+
+FOLDED_ATTR = "_aura_stream_folded"  # set on a model whose weights hold a folded intervention
+FOLD_RECORD = "aura_stream_fold.json"  # written by `fold` beside the checkpoint's weights
+
+
+def folded_into(model_dir: str | Path | None) -> str | None:
+    """What intervention the checkpoint in ``model_dir`` holds folded in, or None for none.
+
+    Reads the record that ``fold`` writes; an unreadable record still counts as folded (the
+    weights were changed by something that meant to write it).
+    """
+    if model_dir is None:
+        return None
+    path = Path(model_dir) / FOLD_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        fingerprint, method = record["intervention_fingerprint"], record.get("method")
+        source = record.get("source_model")
+        if not isinstance(fingerprint, str) or not isinstance(method, (str, type(None))):
+            raise TypeError("bad types")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"an intervention (its record {FOLD_RECORD} is unreadable)"
+    return f"intervention {fingerprint[:12]} ({method}), folded from {str(source)[:80]!r}"
+
+
+def check_not_folded(model_dir: str | None, what: str) -> None:
+    """Refuse ``what`` (e.g. "`--intervention`") on a checkpoint that already holds a folded one."""
+    held = folded_into(model_dir)
+    if held is not None:
+        raise InterventionError(
+            f"`--model` must not already hold a folded intervention for {what}; {model_dir!r} holds "
+            f"{held}, so alphas would apply twice. Pass the original model instead."
+        )
 
 
 def demo_model_dir() -> Path:
@@ -134,6 +171,9 @@ def load_model(
     if not device_map:
         model.to(resolve_device(device))  # type: ignore[arg-type]
     model.eval()
+    held = folded_into(name) if local else None
+    if held is not None:  # generate/fold refuse to dampen it again
+        setattr(model, FOLDED_ATTR, held)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     loaded_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
