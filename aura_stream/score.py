@@ -177,10 +177,13 @@ def score(
     if out_path is not None and out_path.is_dir():
         raise InputError(f"`--out` must be a file path; {str(out_path)!r} is a directory.")
     store = ActivationStore.open(store_path, mode="r+")
+    unbacked = store.unbacked_blocks()
     missing = store.missing_rows()
     if missing:
-        raise StoreError(f"store {str(store.path)!r} is incomplete: {missing} of {store.n_samples} rows missing; "
-                         "rerun the same `extract` command to finish it.")
+        lost = (f" ({len(unbacked)} block(s) flagged complete have missing or empty data files, e.g. "
+                f"{next(iter(unbacked.values()))[0]})") if unbacked else ""
+        raise StoreError(f"store {str(store.path)!r} is incomplete: {missing} of {store.n_samples} rows missing"
+                         f"{lost}; rerun the same `extract` command to finish it.")
     labels = store.labels
     if labels.min() == labels.max():
         raise InputError(f"labels must hold both classes; the store has only class {int(labels[0])}. "

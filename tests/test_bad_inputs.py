@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from aura_stream.store import ActivationStore
+from aura_stream.store import ActivationStore, labels_digest
 from tests.conftest import jigsaw_sample
 from tests.test_reliability import (  # noqa: F401  (fixtures used by name)
     Artifacts,
@@ -328,6 +328,8 @@ case("score-nan-stored-auroc", "auroc must be finite and in [0, 1]; hook blocks.
 def _one_class(c: Ctx) -> tuple[list[object], list[Path]]:
     store = c.store()
     ActivationStore.open(store, mode="r+").group["labels"][:] = np.zeros(16, np.int8)  # type: ignore[index]
+    # with a matching digest, as a store of one class would have (a changed label alone is caught: store-* cases)
+    edit_attrs(store, lambda a: a.update(checksums={"labels": labels_digest(np.zeros(16))}))
     return score_cmd(c, store)
 
 

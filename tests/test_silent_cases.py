@@ -1,0 +1,156 @@
+"""Round two of the bad-input table: inputs that used to give silently wrong numbers (exit 0).
+
+Each case ``test_refused_in_one_line[<id>]`` now ends in one clear line, exit != 0, with nothing
+written and nothing existing touched (same rules as ``test_bad_inputs.py``); ``docs/reliability.md``
+lists every id with what happened before. Cases that end in a *correct* result instead of an
+error have their own tests below the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aura_stream.store import ActivationStore
+from tests.test_bad_inputs import Ctx, score_cmd
+from tests.test_reliability import (  # noqa: F401  (fixtures used by name)
+    Artifacts,
+    all_arrays,
+    artifacts_fixture,
+    assert_one_line_error,
+    assert_same_store,
+    cli,
+    copy_store,
+    leftovers,
+    offline,
+    one_thread,
+    tree,
+)
+
+H = "blocks.0.mlp.hook_pre"
+
+
+@dataclass(frozen=True)
+class Case:
+    make: Callable[[Ctx], tuple[list[object], list[Path]]]
+    fragments: tuple[str, ...]
+    code: int = 1
+
+
+CASES: dict[str, Case] = {}
+
+
+def case(case_id: str, *fragments: str, code: int = 1) -> Callable[[Callable[[Ctx], Any]], Any]:
+    def register(make: Callable[[Ctx], tuple[list[object], list[Path]]]) -> Any:
+        assert case_id not in CASES, case_id
+        CASES[case_id] = Case(make, fragments, code)
+        return make
+    return register
+
+
+def flip_byte(path: Path, index: int = 0) -> None:
+    data = bytearray(path.read_bytes())
+    data[index] ^= 0x01  # one flipped bit
+    path.write_bytes(bytes(data))
+
+
+def shard(store: Path, block: int = 1, hook: str = "blocks.1.mlp.hook_pre") -> Path:
+    return store / "activations" / "max" / hook / "c" / str(block) / "0"
+
+
+# --------------------------------------------------------------------------- item 6: stored data
+
+
+@case("store-labels-bit-flip", "`labels` fails its checksum", "Extract again with `--overwrite`")
+def _labels_flip(c: Ctx) -> tuple[list[object], list[Path]]:
+    store = c.store()
+    flip_byte(store / "labels" / "c" / "0", 3)  # sample 3 changes class
+    return score_cmd(c, store)
+
+
+@case("store-labels-rewritten", "labels must match the digest recorded at creation", "`--overwrite`")
+def _labels_rewritten(c: Ctx) -> tuple[list[object], list[Path]]:
+    store = c.store()
+    arr = ActivationStore.open(store, mode="r+").group["labels"]
+    arr[3] = 1 - int(arr[3])  # type: ignore[index,call-overload]  # a valid chunk with a wrong label
+    return score_cmd(c, store)
+
+
+@case("store-progress-bit-flip", "`progress` fails its checksum", "`--overwrite`")
+def _progress_flip(c: Ctx) -> tuple[list[object], list[Path]]:
+    store = c.store()
+    flip_byte(store / "progress" / "c" / "1")
+    return score_cmd(c, store)
+
+
+@case("store-shard-deleted", "incomplete: 8 of 16 rows missing (1 block(s) flagged complete have missing or empty",
+      "rerun the same `extract` command")
+def _shard_deleted(c: Ctx) -> tuple[list[object], list[Path]]:
+    store = c.store()
+    shard(store).unlink()
+    return score_cmd(c, store)
+
+
+@case("store-shard-emptied", "incomplete: 8 of 16 rows missing", "activations/max/blocks.1.mlp.hook_pre/c/1/0")
+def _shard_emptied(c: Ctx) -> tuple[list[object], list[Path]]:
+    store = c.store()
+    shard(store).write_bytes(b"")
+    return score_cmd(c, store)
+
+
+@case("store-scores-bit-flip", "stored AUROCs must match their checksum", "`aura-stream score --recompute`")
+def _scores_flip(c: Ctx) -> tuple[list[object], list[Path]]:
+    store = c.store(scored=True)
+    flip_byte(store / "scores" / "max" / H / "auroc" / "c" / "0", 20)
+    return score_cmd(c, store)
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_refused_in_one_line(case_id: str, gpt2_dir: Path, artifacts: Artifacts, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = CASES[case_id]
+    ctx = Ctx(tmp_path, gpt2_dir, artifacts, monkeypatch)
+    args, watched = spec.make(ctx)
+    before, files_before = tree(*watched), set(tmp_path.rglob("*"))
+    result = cli(*args)
+    assert_one_line_error(result, *spec.fragments, code=spec.code)
+    assert tree(*watched) == before  # nothing half-written, nothing existing touched
+    assert set(tmp_path.rglob("*")) == files_before and leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- correct results
+
+
+def test_info_and_extract_see_a_deleted_shard(gpt2_dir: Path, artifacts: Artifacts, tmp_path: Path) -> None:
+    """``info`` says INCOMPLETE, and the same ``extract`` command rewrites exactly that block."""
+    from tests.conftest import jigsaw_sample
+
+    store = copy_store(artifacts.store, tmp_path / "s.zarr")
+    want = all_arrays(artifacts.store)
+    shard(store).unlink()
+    info = cli("info", store)
+    assert info.exit_code == 0 and "INCOMPLETE: 8 rows missing" in info.output, info.output
+    again = cli("extract", "--model", gpt2_dir, "--data", jigsaw_sample(), "--out", store, "--row-block", 8,
+                "--quiet")
+    assert again.exit_code == 0 and "1 row blocks written, 1 already complete" in again.output, again.output
+    assert_same_store(store, want)
+
+
+def test_all_zero_block_is_written_not_skipped(tmp_path: Path) -> None:
+    """zarr skips chunks equal to the fill value; the store must not (a missing file means unwritten)."""
+    from aura_stream.store import StoreSpec
+
+    spec = StoreSpec(n_samples=4, row_block=2, hooks={H: 3}, poolings=["max"], store_dtype="float16",
+                     identity={}, provenance={}, labels=np.array([0, 1, 0, 1], np.int8), sample_ids=list("abcd"))
+    st = ActivationStore.create_or_open(tmp_path / "z.zarr", spec)
+    st.write_block(0, {("max", H): np.zeros((2, 3), np.float32)})
+    st.write_block(1, {("max", H): np.ones((2, 3), np.float32)})
+    assert st.completed().all() and st.missing_rows() == 0
