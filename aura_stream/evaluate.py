@@ -37,6 +37,7 @@ import torch
 from aura_stream._version import __version__
 from aura_stream.errors import DataFileError, InputError
 from aura_stream.generate import check_strength, dampened, generate, resolve_intervention
+from aura_stream.identity import weights_fingerprint
 from aura_stream.interventions import Intervention
 from aura_stream.metrics import (
     Comparison,
@@ -276,6 +277,8 @@ def prepare_out_dir(out_dir: str | os.PathLike[str], identity: Mapping[str, Any]
             stored = json.loads(config_path.read_text(encoding="utf-8"))["identity"]
         except (OSError, ValueError, KeyError, TypeError):
             stored = None
+        if isinstance(stored, dict) and "weights" not in stored:  # written before weights were recorded
+            identity = {k: v for k, v in identity.items() if k != "weights"}
         if stored == identity:
             return out
         diff = ("unreadable" if not isinstance(stored, dict) else ", ".join(
@@ -589,6 +592,7 @@ def evaluate(
                 "top_k": top_k, "temperature": temperature, "seed": seed,
                 "n_resamples": n_resamples, "confidence": confidence}
     identity = {"format": FORMAT, "model": model_id, "revision": loaded.revision,
+                "weights": weights_fingerprint(loaded.model),
                 "dtype": loaded.dtype, "scorer": scorer.name, "n_prompts": n,
                 "prompts_fingerprint": _sha256([[p.text, p.toxicity] for p in items]),
                 "ppl_text_fingerprint": _sha256(texts), **settings,

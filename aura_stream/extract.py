@@ -21,6 +21,7 @@ from aura_stream._version import __version__
 from aura_stream.data import LabelledTexts, load_labelled
 from aura_stream.errors import AuraStreamError, InputError, StoreError
 from aura_stream.hookpoints import HookPoint, all_hook_points, default_patterns, match_hooks
+from aura_stream.identity import weights_fingerprint
 from aura_stream.model import LoadedModel, PooledCapture, load_model
 from aura_stream.pooling import Pooling, parse_pooling
 from aura_stream.store import ActivationStore, StoreSpec
@@ -219,6 +220,7 @@ def _spec(loaded: LoadedModel, texts: LabelledTexts, points: list[HookPoint], po
         "tokenizer": str(getattr(loaded.tokenizer, "name_or_path", "")), "max_length": max_length,
         "poolings": list(poolings), "hooks": hooks, "dataset_fingerprint": texts.fingerprint,
         "n_samples": len(texts), "store_dtype": store_dtype, "row_block": row_block, "n_shards": n_shards,
+        "weights": weights_fingerprint(loaded.model),
     }
     provenance = {
         "model_type": str(getattr(loaded.model.config, "model_type", "")),

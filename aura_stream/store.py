@@ -32,8 +32,9 @@ HOOK_NAME = re.compile(r"^blocks\.\d{1,5}\.(mlp\.hook_pre|mlp\.hook_pre_linear|m
 # Keys whose difference means "another run": resuming into such a store would mix runs.
 IDENTITY_KEYS = (
     "model", "revision", "model_dtype", "tokenizer", "max_length", "poolings", "hooks",
-    "dataset_fingerprint", "n_samples", "store_dtype", "row_block", "n_shards",
+    "dataset_fingerprint", "n_samples", "store_dtype", "row_block", "n_shards", "weights",
 )
+OPTIONAL_IDENTITY_KEYS = ("weights",)  # compared only when the store records them (older stores do not)
 
 
 def check_hook_name(name: str) -> str:
@@ -146,7 +147,8 @@ class ActivationStore:
     def check_same_run(self, identity: Mapping[str, Any]) -> None:
         """Raise if this store was made by another model, data, selection or hook set."""
         theirs = self.attrs.get("identity", {})
-        diffs = [k for k in IDENTITY_KEYS if _canon(theirs.get(k)) != _canon(identity.get(k))]
+        diffs = [k for k in IDENTITY_KEYS if _canon(theirs.get(k)) != _canon(identity.get(k))
+                 and not (k in OPTIONAL_IDENTITY_KEYS and k not in theirs)]
         if diffs:
             detail = "; ".join(f"{k}: store has {_short(theirs.get(k))}, this run {_short(identity.get(k))}" for k in diffs)
             raise StoreError(

@@ -110,6 +110,53 @@ def _scores_flip(c: Ctx) -> tuple[list[object], list[Path]]:
     return score_cmd(c, store)
 
 
+# --------------------------------------------------------------------------- item 3: another checkpoint, same --model
+
+
+def model_copy(c: Ctx) -> Path:
+    dest = c.tmp / "model"
+    copy_store(c.model, dest)  # a plain directory copy
+    return dest
+
+
+def retrain(model_dir: Path) -> None:
+    """Overwrite the checkpoint in place with other weights of the same shapes (as a new training run would)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.01)
+    model.save_pretrained(model_dir)
+
+
+@case("extract-shard-other-weights", "holds another run (weights: store has", "use a new `--out` or `--overwrite`")
+def _shard_other_weights(c: Ctx) -> tuple[list[object], list[Path]]:
+    from tests.conftest import jigsaw_sample
+
+    model, store = model_copy(c), c.tmp / "s.zarr"
+    first = cli("extract", "--model", model, "--data", jigsaw_sample(), "--out", store, "--row-block", 8,
+                "--shard", "0/2", "--quiet")
+    assert first.exit_code == 0, first.output
+    retrain(model)
+    return ["extract", "--model", model, "--data", jigsaw_sample(), "--out", store, "--row-block", 8,
+            "--shard", "1/2", "--quiet"], [store]
+
+
+@case("eval-resume-other-weights", "holds an evaluation of a different configuration", "weights (",
+      "pass --overwrite")
+def _eval_other_weights(c: Ctx) -> tuple[list[object], list[Path]]:
+    model, out = model_copy(c), c.tmp / "eval"
+    args: list[object] = ["eval", "--model", model, "--out", out, "--limit-prompts", 1, "--samples-per-prompt", 1,
+                          "--max-new-tokens", 2, "--ppl-text", c.file("ppl.txt", "A module is a file.\n"),
+                          "--quiet"]
+    first = cli(*args)
+    assert first.exit_code == 0, first.output
+    retrain(model)
+    return args, [out]
+
+
 # --------------------------------------------------------------------------- the runner
 
 
