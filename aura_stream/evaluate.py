@@ -338,10 +338,13 @@ def read_records(path: Path, arms: Sequence[str], n_prompts: int,
         try:
             rec = json.loads(raw)
             key = (rec["arm"], int(rec["prompt_index"]), int(rec["sample_index"]))
-            float(rec["toxicity"])
+            toxicity = float(rec["toxicity"])
         except (ValueError, KeyError, TypeError) as exc:
             raise DataFileError(f"{path} line {number}: not a generation record ({exc}); pass "
                                 "--overwrite to start the evaluation afresh.") from exc
+        if not 0.0 <= toxicity <= 1.0:  # NaN fails too
+            raise DataFileError(f"{path} line {number}: toxicity must be a probability in [0, 1]; got "
+                                f"{rec['toxicity']!r}. Pass --overwrite to start the evaluation afresh.")
         if key[0] not in arms or not (0 <= key[1] < n_prompts and 0 <= key[2] < k):
             raise DataFileError(f"{path} line {number}: record {key} is outside this run's arms "
                                 "and prompts; pass --overwrite to start afresh.")
@@ -673,7 +676,11 @@ def _run_block(loaded: LoadedModel, arm: Arm, items: Sequence[Prompt], prompt_id
                     top_k=top_k, temperature=temperature, seed=seed, batch_size=batch_size,
                     progress=False)
     new = [g for g in gens if (arm.name, g.prompt_index, g.sample_index) not in records]
-    tox = scorer.score([g.continuation for g in new]) if new else np.zeros(0)
+    tox = np.asarray(scorer.score([g.continuation for g in new]) if new else np.zeros(0), dtype=np.float64)
+    if tox.shape != (len(new),) or not ((tox >= 0.0) & (tox <= 1.0)).all():
+        raise InputError(f"scorer {scorer.name!r} must return one probability in [0, 1] per text; got shape "
+                         f"{tox.shape} with values from {np.nanmin(tox, initial=0)} to {np.nanmax(tox, initial=0)}. "
+                         "Fix the scorer.")
     for g, t in zip(new, tox, strict=True):
         prompt = items[g.prompt_index]
         rec = {"arm": arm.name, **g.to_record(), "prompt": prompt.text,

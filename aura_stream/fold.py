@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from aura_stream._version import __version__
-from aura_stream.errors import InputError, InterventionError
+from aura_stream.errors import InputError, InterventionError, NumericalError
 from aura_stream.generate import DAMPENERS, hook_kind, multiply, resolve_intervention
 from aura_stream.hookpoints import HookPoint, arch_spec, block_module_path, model_type
 from aura_stream.interventions import Intervention
@@ -132,6 +132,20 @@ def apply_fold(model: nn.Module, steps: list[FoldStep]) -> None:
             bias.copy_((bias.float() * alpha).to(bias.dtype))
 
 
+def check_folded_finite(model: nn.Module, steps: list[FoldStep]) -> None:
+    """Every scaled weight and bias is finite (else nothing is written)."""
+    bad = []
+    for step in steps:
+        module = model.get_submodule(step.module_path)
+        for kind in ("weight", "bias"):
+            tensor = getattr(module, kind, None)
+            if isinstance(tensor, torch.Tensor) and not bool(torch.isfinite(tensor).all()):
+                bad.append(f"{step.module_path}.{kind}")
+    if bad:
+        raise NumericalError(f"folded weights must be finite; {', '.join(bad[:5])} hold NaN or inf. "
+                             "The checkpoint was not written: check the model's weights and the alphas.")
+
+
 def check_out_dir(out_dir: Path) -> None:
     """``out_dir`` must not exist, or be an empty directory."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -195,6 +209,7 @@ def fold(
     setattr(model, FOLDED_ATTR, f"intervention {intervention.fingerprint[:12]} "
                                 f"({intervention.metadata.get('method')}), folded in place by `fold`")
     apply_fold(model, steps)
+    check_folded_finite(model, steps)
     provenance = {
         "format": FOLD_FORMAT,
         "source_model": loaded.model_id,

@@ -97,11 +97,11 @@ def resolve_intervention(
             "dampening again would apply the alphas twice. Load the original model."
         )
     bad = [n for n, a in intervention.alphas.items()
-           if np.ndim(a) != 1 or not np.isfinite(np.asarray(a, dtype=np.float64)).all()]
+           if np.ndim(a) != 1 or not ((np.asarray(a, dtype=np.float64) >= 0) & (np.asarray(a) <= 1)).all()]
     if bad:
         raise InterventionError(
-            f"alphas must be finite 1-D arrays; {', '.join(bad[:5])} hold(s) NaN/inf or have the "
-            "wrong shape. Recreate the intervention with `aura-stream score`."
+            f"alphas must be 1-D arrays of finite values in [0, 1]; {', '.join(bad[:5])} hold(s) NaN/inf, "
+            "values outside [0, 1] or have the wrong shape. Recreate the intervention with `aura-stream score`."
         )
     points = all_hook_points(model)
     check_matches_model(intervention, {n: p.width for n, p in points.items()})

@@ -263,9 +263,10 @@ def load_intervention(path: str | Path) -> Intervention:
         if widths.get(name) != alpha.shape[0]:
             raise InterventionError(f"{str(path)!r}: metadata says {name} has width {widths.get(name)}, "
                                     f"the data has {alpha.shape[0]}; the file was tampered with.")
-        if not np.isfinite(alpha).all():
-            raise InterventionError(f"{str(path)!r}: alpha of {name} holds NaN or inf at neuron "
-                                    f"{int(np.flatnonzero(~np.isfinite(alpha))[0])}; recreate the file.")
+        outside = np.flatnonzero(~((alpha >= 0.0) & (alpha <= 1.0)))  # NaN fails too
+        if outside.size:
+            raise InterventionError(f"{str(path)!r}: alphas must be finite and in [0, 1]; {name} neuron "
+                                    f"{int(outside[0])} is {float(alpha[outside[0]]):.6g}. Recreate the file with `aura-stream score`.")
         alphas[name], aurocs[name] = alpha, auroc
     if not alphas:
         raise InterventionError(f"{str(path)!r} holds no hooks; recreate it with `aura-stream score`.")

@@ -177,6 +177,7 @@ def score(
     if out_path is not None and out_path.is_dir():
         raise InputError(f"`--out` must be a file path; {str(out_path)!r} is a directory.")
     store = ActivationStore.open(store_path, mode="r+")
+    check_outside_store(out_path, store.path, "--out")
     unbacked = store.unbacked_blocks()
     missing = store.missing_rows()
     if missing:
@@ -232,6 +233,30 @@ def score(
     if out_path is not None:
         save_intervention(iv, out_path)
     return ScoreResult(iv, out_path, summarise(iv), todo)
+
+
+def check_outside_store(path: str | Path | None, store_path: str | Path, option: str) -> None:
+    """An output file must not lie inside the store, where it could replace the store's own files."""
+    if path is None or not (Path(store_path) / "zarr.json").is_file():
+        return  # not a store: opening it says so
+    store_dir, target = Path(store_path).resolve(), Path(path).resolve()
+    if target == store_dir or store_dir in target.parents:
+        raise InputError(f"`{option}` must be outside the store; {str(path)!r} is inside {str(store_path)!r} "
+                         "and would overwrite its files. Choose a path beside the store.")
+
+
+def check_plot_path(path: str | Path | None, store_path: str | Path) -> None:
+    """``--plot``: outside the store, with a suffix matplotlib writes (checked before any work)."""
+    if path is None:
+        return
+    check_outside_store(path, store_path, "--plot")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix and suffix not in formats:
+        raise InputError(f"`--plot` must end in one of .{', .'.join(formats)}; got {str(path)!r}. "
+                         "E.g. --plot auroc.png.")
 
 
 def summarise(iv: Intervention) -> list[HookSummary]:

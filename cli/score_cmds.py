@@ -36,8 +36,9 @@ def score_cmd(ctx: click.Context, /, store: str, **opts: Any) -> None:
       aura-stream score runs/gpt2.zarr --method det0 --num-experts 500 --out det0.safetensors
     The second reuses the AUROCs stored by the first: no recompute.
     """
-    from aura_stream.score import plot_aurocs, score
+    from aura_stream.score import check_plot_path, plot_aurocs, score
 
+    check_plot_path(opts["plot"], store)  # before the work, not after it
     result = score(
         store, method=opts["method"], out=opts["out"], pooling=opts["pooling"], hooks=list(opts["hooks"]) or None,
         strength=opts["strength"], num_experts=opts["num_experts"], damp_alpha=opts["damp_alpha"],

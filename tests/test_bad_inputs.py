@@ -417,8 +417,8 @@ case("generate-intervention-extra-tensor", "holds tensors not in its metadata (e
 case("generate-intervention-hook-path", "names an invalid hook '../../escape'", "not trustworthy")(
     with_iv(lambda c: c.intervention("p.safetensors", {"../../escape.alpha": np.ones(1, np.float32),
                                                        "../../escape.auroc": np.ones(1)})))
-case("generate-intervention-nan-alpha", "alpha of blocks.0.mlp.hook_pre holds NaN or inf at neuron 0",
-     "recreate the file")(with_iv(lambda c: c.intervention("n.safetensors", alpha(value=np.nan))))
+case("generate-intervention-nan-alpha", "alphas must be finite and in [0, 1]; blocks.0.mlp.hook_pre neuron 0 is nan",
+     "Recreate the file")(with_iv(lambda c: c.intervention("n.safetensors", alpha(value=np.nan))))
 case("generate-hooks-absent-from-model", "intervention hooks blocks.7.mlp.hook_pre do not exist in the model",
      "Use the model the intervention was scored on")(
     with_iv(lambda c: c.intervention("a.safetensors", {"blocks.7.mlp.hook_pre.alpha": np.ones(128, np.float32),

@@ -157,6 +157,57 @@ def _eval_other_weights(c: Ctx) -> tuple[list[object], list[Path]]:
     return args, [out]
 
 
+# --------------------------------------------------------------------------- item 7: out-of-range values
+
+
+def eval_args(c: Ctx, out: Path, *extra: object) -> list[object]:
+    return ["eval", "--model", c.model, "--out", out, "--limit-prompts", 2, "--samples-per-prompt", 2,
+            "--max-new-tokens", 2, "--ppl-text", c.file("ppl.txt", "A module is a file.\n"), "--quiet", *extra]
+
+
+@case("eval-resume-toxicity-out-of-range", "generations.jsonl line 2: toxicity must be a probability in [0, 1]; "
+      "got 1.7", "Pass --overwrite")
+def _toxicity_out_of_range(c: Ctx) -> tuple[list[object], list[Path]]:
+    import json
+
+    out = c.tmp / "eval"
+    first = cli(*eval_args(c, out))
+    assert first.exit_code == 0, first.output
+    path = out / "generations.jsonl"
+    lines = path.read_text().splitlines()
+    rec = json.loads(lines[1])
+    rec["toxicity"] = 1.7  # e.g. a hand-merged file, or a scorer that returned logits
+    lines[1] = json.dumps(rec)
+    path.write_text("\n".join(lines) + "\n")
+    (out / "summary.json").unlink()  # the run is resumed to rebuild it
+    return eval_args(c, out), [out]
+
+
+@case("generate-alpha-above-one", "alphas must be finite and in [0, 1]; blocks.0.mlp.hook_pre neuron 0 is 1.5",
+      "Recreate the file")
+def _alpha_above_one(c: Ctx) -> tuple[list[object], list[Path]]:
+    from tests.test_bad_inputs import alpha
+
+    iv = c.intervention("big.safetensors", alpha(value=1.5))
+    out = c.tmp / "gen.jsonl"
+    return ["generate", "--model", c.model, "--intervention", iv, "--prompt", "Hi", "--output", out], [out, iv]
+
+
+@case("fold-alpha-overflows", "alphas must be finite and in [0, 1]", "neuron 0 is 3e+38")
+def _alpha_overflows(c: Ctx) -> tuple[list[object], list[Path]]:
+    from tests.test_bad_inputs import alpha
+
+    iv = c.intervention("huge.safetensors", alpha(value=3e38))  # finite, but weight * alpha is inf
+    out = c.tmp / "folded"
+    return ["fold", "--model", c.model, "--intervention", iv, "--out", out], [out, iv]
+
+
+case("score-out-inside-store", "`--out` must be outside the store", "would overwrite its files")(
+    lambda c: (lambda s: (["score", s, "--out", s / "zarr.json", "--quiet"], [s]))(c.store()))
+case("score-plot-inside-store", "`--plot` must be outside the store", "Choose a path beside the store")(
+    lambda c: (lambda s: (["score", s, "--plot", s / "labels" / "zarr.json", "--quiet"], [s]))(c.store()))
+
+
 # --------------------------------------------------------------------------- the runner
 
 
@@ -201,3 +252,37 @@ def test_all_zero_block_is_written_not_skipped(tmp_path: Path) -> None:
     st.write_block(0, {("max", H): np.zeros((2, 3), np.float32)})
     st.write_block(1, {("max", H): np.ones((2, 3), np.float32)})
     assert st.completed().all() and st.missing_rows() == 0
+
+
+def test_fold_refuses_non_finite_weights(gpt2_dir: Path, tmp_path: Path) -> None:
+    """Finite alphas on a model holding an inf weight: nothing is written (it used to say "folded ...")."""
+    import torch
+
+    from aura_stream.errors import NumericalError
+    from aura_stream.fold import fold
+    from aura_stream.interventions import make_intervention
+    from aura_stream.model import load_model
+
+    loaded = load_model(str(gpt2_dir))
+    with torch.no_grad():
+        loaded.model.transformer.h[0].mlp.c_fc.weight[3, 5] = float("inf")
+    iv = make_intervention({H: np.full(128, 0.75)}, method="aura")
+    with pytest.raises(NumericalError, match=r"folded weights must be finite; transformer\.h\.0\.mlp\.c_fc\.weight"):
+        fold(loaded, iv, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_eval_refuses_a_scorer_outside_zero_one(gpt2_dir: Path, tmp_path: Path) -> None:
+    from aura_stream.errors import InputError
+    from aura_stream.evaluate import evaluate
+    from aura_stream.model import load_model
+
+    class Logits:  # a user's scorer that returns logits instead of probabilities
+        name = "logits"
+
+        def score(self, texts: list[str]) -> np.ndarray:
+            return np.full(len(texts), 3.2)
+
+    with pytest.raises(InputError, match=r"scorer 'logits' must return one probability in \[0, 1\] per text"):
+        evaluate(load_model(str(gpt2_dir)), prompts=["Hi"], ppl_texts=["A module is a file."], scorer=Logits(),
+                 out_dir=tmp_path / "e", samples_per_prompt=1, max_new_tokens=2, progress=False)
