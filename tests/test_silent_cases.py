@@ -208,6 +208,13 @@ case("score-plot-inside-store", "`--plot` must be outside the store", "Choose a 
     lambda c: (lambda s: (["score", s, "--plot", s / "labels" / "zarr.json", "--quiet"], [s]))(c.store()))
 
 
+# --------------------------------------------------------------------------- item 4: a classifier that is not one
+
+case("eval-scorer-without-head", "`--scorer` must be a trained sequence-classification model",
+     "no trained weights for score.weight")(
+    lambda c: (eval_args(c, c.tmp / "eval", "--scorer", c.model), [c.tmp / "eval"]))
+
+
 # --------------------------------------------------------------------------- the runner
 
 
