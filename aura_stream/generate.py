@@ -339,7 +339,8 @@ def read_prompts(path: str | Path) -> list[str]:
                             "Re-encode it.") from exc
     prompts: list[str] = []
     jsonl = path.suffix.lower() in (".jsonl", ".json")
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 is text
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         if not jsonl:

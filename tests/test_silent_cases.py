@@ -215,6 +215,30 @@ case("eval-scorer-without-head", "`--scorer` must be a trained sequence-classifi
     lambda c: (eval_args(c, c.tmp / "eval", "--scorer", c.model), [c.tmp / "eval"]))
 
 
+# --------------------------------------------------------------------------- item 5: data readers
+
+
+def with_data(content: str, name: str = "d.csv") -> Callable[[Ctx], tuple[list[object], list[Path]]]:
+    from tests.test_bad_inputs import extract_cmd
+
+    return lambda c: extract_cmd(c, data=c.file(name, content))
+
+
+case("extract-csv-duplicate-column", "d.csv header must name each column once; 'text' repeat(s)",
+     "Rename or remove the duplicate column")(
+    with_data("text,label,text\nyou horrible idiot,1,fine\nthank you,0,fine\n"))
+case("extract-jsonl-duplicate-key", "d.jsonl line 1 must name each column once; 'text' repeat(s)")(
+    with_data('{"text": "you horrible idiot", "label": 1, "text": "fine"}\n{"text": "thanks", "label": 0}\n',
+              "d.jsonl"))
+case("extract-jsonl-null-text", "d.jsonl line 2: text column `text` must hold a string; got null",
+     "Fill the text or remove the row")(
+    with_data('{"text": "you horrible idiot", "label": 1}\n{"text": null, "label": 0}\n', "d.jsonl"))
+case("extract-jsonl-number-text", "line 1: text column `text` must hold a string; got 42")(
+    with_data('{"text": 42, "label": 1}\n{"text": "thanks", "label": 0}\n', "d.jsonl"))
+case("extract-jsonl-bool-label", "label column `label` must hold 0 or 1; got true")(
+    with_data('{"text": "you idiot", "label": true}\n{"text": "thanks", "label": 0}\n', "d.jsonl"))
+
+
 # --------------------------------------------------------------------------- the runner
 
 
@@ -293,3 +317,48 @@ def test_eval_refuses_a_scorer_outside_zero_one(gpt2_dir: Path, tmp_path: Path) 
     with pytest.raises(InputError, match=r"scorer 'logits' must return one probability in \[0, 1\] per text"):
         evaluate(load_model(str(gpt2_dir)), prompts=["Hi"], ppl_texts=["A module is a file."], scorer=Logits(),
                  out_dir=tmp_path / "e", samples_per_prompt=1, max_new_tokens=2, progress=False)
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x0c", "\x1c", "\x85", "\x0b"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_unicode_line_separators_stay_inside_the_text(separator: str, suffix: str, tmp_path: Path) -> None:
+    """A comment holding U+2028 or a form feed is one row (Python's splitlines made it two or a parse error)."""
+    import json
+
+    from aura_stream.data import load_labelled
+
+    toxic = f"first part{separator}second part you idiot"
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".csv":
+        path.write_text(f"text,label\n{toxic},1\nthank you,0\n", encoding="utf-8")  # unquoted, as csv writes it
+    else:
+        rows = [{"text": toxic, "label": 1}, {"text": "thank you", "label": 0}]
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    got = load_labelled(path)
+    assert got.texts == [toxic, "thank you"] and got.labels.tolist() == [1, 0]
+
+
+def test_prompts_file_keeps_unicode_separators(tmp_path: Path) -> None:
+    from aura_stream.generate import read_prompts
+
+    path = tmp_path / "p.txt"
+    path.write_text("one\u2028still one\r\ntwo\n", encoding="utf-8")
+    assert read_prompts(path) == ["one\u2028still one", "two"]
+
+
+def test_fifo_does_not_hang_a_real_process(gpt2_dir: Path, tmp_path: Path) -> None:
+    """The real CLI in a subprocess: refused at once (it used to block on the read forever)."""
+    import os
+    import subprocess
+
+    from tests.test_reliability import CHILD_ENV, CLI
+
+    fifo = tmp_path / "data.csv"
+    os.mkfifo(fifo)
+    try:
+        done = subprocess.run([*CLI, "extract", "--model", str(gpt2_dir), "--data", str(fifo), "--out",
+                               str(tmp_path / "s.zarr"), "--quiet"], env=CHILD_ENV, capture_output=True, text=True,
+                              timeout=300)  # a hang guard, not a speed limit
+    except subprocess.TimeoutExpired:
+        pytest.fail("extract blocked on a FIFO")
+    assert done.returncode == 1 and "must be a regular file" in done.stderr, done.stderr
