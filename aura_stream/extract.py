@@ -22,7 +22,7 @@ from aura_stream.data import LabelledTexts, load_labelled
 from aura_stream.errors import AuraStreamError, InputError, StoreError
 from aura_stream.hookpoints import HookPoint, all_hook_points, default_patterns, match_hooks
 from aura_stream.identity import weights_fingerprint
-from aura_stream.model import LoadedModel, PooledCapture, load_model
+from aura_stream.model import LoadedModel, PooledCapture, check_max_length, load_model, resolve_device
 from aura_stream.pooling import Pooling, parse_pooling
 from aura_stream.store import ActivationStore, StoreSpec
 
@@ -136,6 +136,9 @@ def extract(
     out = Path(out)
     if out.is_file():
         raise StoreError(f"`--out` must be a directory for the store; {str(out)!r} is a file.")
+    if not device_map:
+        resolve_device(device)
+    check_max_length(model, max_length)
     texts = load_labelled(data, text_column=text_column, label_column=label_column,
                           per_class=per_class, seed=seed)
     loaded = load_model(model, dtype=dtype, device=device, device_map=device_map,  # type: ignore[arg-type]

@@ -246,8 +246,14 @@ def load_intervention(path: str | Path) -> Intervention:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error type on corruption
         raise InterventionError(f"{str(path)!r} is damaged: {exc}. Recreate it with `aura-stream score`.") from exc
-    hooks = meta.get("hooks") or []
-    widths = meta.get("widths") or {}
+    hooks, widths = meta.get("hooks"), meta.get("widths")
+    if (not isinstance(hooks, list) or not isinstance(widths, dict)
+            or not isinstance(meta.get("method"), (str, type(None)))
+            or not isinstance(meta.get("parameters", {}), (dict, type(None)))):
+        raise InterventionError(
+            f"{str(path)!r}: metadata must hold `hooks` as a list, `widths` as a mapping and `method` as a string; "
+            f"got {type(hooks).__name__}, {type(widths).__name__} and {type(meta.get('method')).__name__}. "
+            "Recreate it with `aura-stream score`.")
     alphas, aurocs = {}, {}
     for name in hooks:
         if not isinstance(name, str) or not HOOK_NAME.match(name):

@@ -69,9 +69,13 @@ def demo_model_dir() -> Path:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is validated by torch."""
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else must be a torch device here."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"`--device` must be cpu, cuda, cuda:N, mps or auto; got {device!r}.") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"`--device` must be available; got {device!r} but CUDA is not. Use cpu.")
     return device
@@ -158,7 +162,9 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValueError, and safetensors' own error for a truncated file
+        if not isinstance(exc, (OSError, ValueError)) and type(exc).__name__ != "SafetensorError":
+            raise
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not local
         hint = (
             "no such local directory, and the hub could not provide it (offline?); "
@@ -167,6 +173,9 @@ def load_model(
             else f"{type(exc).__name__}: {str(exc).splitlines()[0].rstrip('.') if str(exc) else ''}. `--model` "
             "must be a complete Hugging Face model directory (config.json, weights, tokenizer)"
         )
+        if type(exc).__name__ == "SafetensorError":
+            hint = (f"a weights file is damaged ({str(exc).splitlines()[0][:120]}); an interrupted download "
+                    "leaves a truncated file: download it again")
         raise ModelLoadError(f"cannot load model {name!r}: {hint}.") from exc
     if not device_map:
         model.to(resolve_device(device))  # type: ignore[arg-type]
@@ -178,6 +187,26 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     loaded_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     return LoadedModel(model, tokenizer, name, revision, loaded_dtype)
+
+
+LEARNED_POSITIONS = ("gpt2", "opt", "gpt_neo", "gpt_bigcode", "biogpt")  # a table that ends: IndexError past it
+
+
+def check_max_length(model_id: str | None, max_length: int) -> None:
+    """``--max-length`` must fit a model with learned absolute positions (read from config.json only)."""
+    from transformers import AutoConfig
+
+    name = str(model_id) if model_id else str(demo_model_dir())
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except Exception:  # unreadable config: load_model reports it in its own words
+        return
+    if getattr(config, "model_type", None) not in LEARNED_POSITIONS:
+        return
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if isinstance(limit, int) and max_length > limit:
+        raise InputError(f"`--max-length` must be <= {limit}, the positions of this {config.model_type} model; "
+                         f"got {max_length}. Pass --max-length {limit}.")
 
 
 HookFn = Callable[[HookPoint, torch.Tensor], "torch.Tensor | None"]

@@ -56,6 +56,8 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None,
     """
     if scheduler and workers:
         raise InputError("`--workers` and `--scheduler` exclude each other; pass one.")
+    if scheduler:
+        parse_scheduler(scheduler)
     if not scheduler and not workers:
         yield None
         return
@@ -64,7 +66,7 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None,
     if scheduler:
         try:
             client = Client(scheduler, timeout=timeout)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise InputError(
                 f"`--scheduler` {scheduler} did not answer within {timeout:.0f} s ({type(exc).__name__}); "
                 "start `dask scheduler` there or drop `--scheduler`."
@@ -77,6 +79,21 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None,
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         yield client
+
+
+SCHEDULER_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+
+def parse_scheduler(address: str) -> str:
+    """``tcp://host:8786`` (or ``host:8786``): checked before any work, not when the work needs it."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    host, colon, port = rest.rpartition(":")
+    if scheme not in SCHEDULER_SCHEMES or not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"`--scheduler` must be an address like tcp://host:8786 (schemes "
+                         f"{', '.join(SCHEDULER_SCHEMES)}); got {address!r}.")
+    return address
 
 
 def compute_aurocs(store: ActivationStore, pooling: str, hook_names: Sequence[str], *,
@@ -173,6 +190,10 @@ def score(
     if method != "aura" and (num_experts is None or num_experts < 1):
         raise InputError(f"`--num-experts` must be >= 1 for method {method}; got {num_experts}.")
     parse_memory(memory_budget)
+    if scheduler:
+        parse_scheduler(scheduler)
+    if workers is not None and workers < 1:
+        raise InputError(f"`--workers` must be >= 1; got {workers}.")
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.is_dir():
         raise InputError(f"`--out` must be a file path; {str(out_path)!r} is a directory.")

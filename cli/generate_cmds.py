@@ -62,7 +62,7 @@ def generate_cmd(**opts: Any) -> None:
         write_jsonl,
     )
     from aura_stream.interventions import load_intervention
-    from aura_stream.model import check_not_folded, load_model
+    from aura_stream.model import check_not_folded, load_model, resolve_device
 
     prompts = list(opts["prompt"])
     if opts["prompts_file"]:
@@ -73,6 +73,7 @@ def generate_cmd(**opts: Any) -> None:
         top_p=opts["top_p"], top_k=opts["top_k"], temperature=opts["temperature"],
         seed=opts["seed"], batch_size=opts["batch_size"], do_sample=not opts["greedy"],
         strength=opts["strength"], has_intervention=bool(opts["intervention"]))
+    resolve_device(opts["device"])
     iv = load_intervention(opts["intervention"]) if opts["intervention"] else None
     if iv is not None:
         check_not_folded(opts["model"], "`--intervention`")
@@ -124,10 +125,11 @@ def fold_cmd(ctx: click.Context, /, **opts: Any) -> None:
     from aura_stream.fold import check_out_dir, fold
     from aura_stream.generate import check_strength
     from aura_stream.interventions import load_intervention
-    from aura_stream.model import check_not_folded, load_model
+    from aura_stream.model import check_not_folded, load_model, resolve_device
 
     check_out_dir(Path(opts["out"]))  # before loading a large model
     check_not_folded(opts["model"], "`fold`")
+    resolve_device(opts["device"])
     strength = opts["strength"]
     if strength is not None:
         check_strength(strength)

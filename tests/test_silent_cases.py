@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from aura_stream.store import ActivationStore
-from tests.test_bad_inputs import Ctx, score_cmd
+from tests.test_bad_inputs import Ctx, extract_cmd, score_cmd
 from tests.test_reliability import (  # noqa: F401  (fixtures used by name)
     Artifacts,
     all_arrays,
@@ -219,8 +219,6 @@ case("eval-scorer-without-head", "`--scorer` must be a trained sequence-classifi
 
 
 def with_data(content: str, name: str = "d.csv") -> Callable[[Ctx], tuple[list[object], list[Path]]]:
-    from tests.test_bad_inputs import extract_cmd
-
     return lambda c: extract_cmd(c, data=c.file(name, content))
 
 
@@ -237,6 +235,56 @@ case("extract-jsonl-number-text", "line 1: text column `text` must hold a string
     with_data('{"text": 42, "label": 1}\n{"text": "thanks", "label": 0}\n', "d.jsonl"))
 case("extract-jsonl-bool-label", "label column `label` must hold 0 or 1; got true")(
     with_data('{"text": "you idiot", "label": true}\n{"text": "thanks", "label": 0}\n', "d.jsonl"))
+
+
+# --------------------------------------------------------------------------- item 8: crashes on realistic mistakes
+
+
+case("extract-max-length-above-positions", "`--max-length` must be <= 128, the positions of this gpt2 model; got 512",
+     "Pass --max-length 128")(lambda c: extract_cmd(c, "--max-length", 512))
+case("extract-device-gpu", "`--device` must be cpu, cuda, cuda:N, mps or auto; got 'gpu'")(
+    lambda c: extract_cmd(c, "--device", "gpu"))
+case("generate-device-gpu", "`--device` must be cpu, cuda, cuda:N, mps or auto; got 'gpu'")(
+    lambda c: (["generate", "--model", c.model, "--prompt", "Hi", "--device", "gpu"], []))
+
+
+@case("extract-truncated-weights", "a weights file is damaged", "interrupted download", "download it again")
+def _truncated_weights(c: Ctx) -> tuple[list[object], list[Path]]:
+    model = model_copy(c)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    args, watched = extract_cmd(c)
+    args[args.index(c.model)] = model
+    return args, watched
+
+
+@case("extract-config-yaml-bomb", "uses more than 32 aliases", code=2)
+def _yaml_bomb(c: Ctx) -> tuple[list[object], list[Path]]:
+    lines = ["a0: &a0 [x, x, x, x, x, x]"]
+    for i in range(1, 7):  # 6 levels of 6 aliases: 46,656 leaves once expanded
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 6) + "]")
+    lines.append("hooks: *a6")
+    bomb = c.file("bomb.yaml", "\n".join(lines) + "\n")
+    return extract_cmd(c, "--config", bomb)
+
+
+case("extract-config-too-large", "must be at most 1024 KiB", code=2)(
+    lambda c: extract_cmd(c, "--config", c.file("big.yaml", "# padding\n" * 200_000 + "batch_size: 4\n")))
+
+
+@case("generate-intervention-widths-not-a-mapping", "metadata must hold `hooks` as a list, `widths` as a mapping",
+      "got list, list and str")
+def _widths_list(c: Ctx) -> tuple[list[object], list[Path]]:
+    from tests.test_bad_inputs import alpha
+
+    iv = c.intervention("w.safetensors", alpha(), widths=[128])
+    return ["generate", "--model", c.model, "--intervention", iv, "--prompt", "Hi"], [iv]
+
+
+case("score-scheduler-bad-address", "`--scheduler` must be an address like tcp://host:8786", "got 'nonsense'")(
+    lambda c: score_cmd(c, c.store(scored=True), "--recompute", "--scheduler", "nonsense"))
+case("score-plot-unsupported-suffix", "`--plot` must end in one of", "got", "auroc.xyz")(
+    lambda c: score_cmd(c, c.store(), "--plot", c.tmp / "auroc.xyz"))
 
 
 # --------------------------------------------------------------------------- the runner
