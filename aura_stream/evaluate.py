@@ -352,6 +352,39 @@ def read_records(path: Path, arms: Sequence[str], n_prompts: int,
     return records
 
 
+LOCK_FILE = ".eval.lock"
+
+
+@contextlib.contextmanager
+def out_dir_lock(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold an exclusive lock on ``out_dir`` (created if needed) while one evaluation writes it.
+
+    A second ``eval`` on the same directory would append the same records twice; it is refused
+    at once. The lock is the kernel's (``flock``): a killed run releases it, nothing stale remains.
+    """
+    out = check_out_dir(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle = (out / LOCK_FILE).open("a")
+    except OSError as exc:
+        raise InputError(f"cannot create `--out` {str(out)!r}: {exc.strerror or exc}.") from exc
+    with handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; one run per folder is then the user's care
+            yield out
+            return
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(f"`--out` {str(out)!r} must be used by one `eval` at a time; another is writing it "
+                             "now. Wait for it to finish, or choose another --out.") from None
+        try:
+            yield out
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 # --------------------------------------------------------------------------- perplexity
 
 
@@ -574,10 +607,6 @@ def evaluate(
     InterventionError
         An intervention that does not fit the model (checked before any generation).
     """
-    from tqdm.auto import tqdm
-
-    from aura_stream.report import render_report
-
     _check_options(samples_per_prompt, max_new_tokens, batch_size, seed, top_p, top_k,
                    temperature, n_resamples, confidence)
     items = _check_prompts(prompts)
@@ -601,6 +630,27 @@ def evaluate(
                 "ppl_text_fingerprint": _sha256(texts), **settings,
                 "arms": [a.identity() for a in arms]}
     identity = json.loads(json.dumps(identity))  # tuples -> lists: compares equal to the file
+    with out_dir_lock(out_dir):
+        return _evaluate_locked(loaded, items, texts, chunks, arms, scorer, identity, settings, out_dir=out_dir,
+                                overwrite=overwrite, config=config, batch_size=batch_size, progress=progress,
+                                prompts_source=prompts_source, ppl_text_source=ppl_text_source)
+
+
+def _evaluate_locked(loaded: LoadedModel, items: list[Prompt], texts: list[str], chunks: list[list[int]],
+                     arms: list[Arm], scorer: ToxicityScorer, identity: dict[str, Any], settings: dict[str, Any], *,
+                     out_dir: str | os.PathLike[str], overwrite: bool, config: Mapping[str, Any] | None,
+                     batch_size: int, progress: bool, prompts_source: str | None,
+                     ppl_text_source: str | None) -> EvalSummary:
+    """:func:`evaluate` once ``out_dir`` is locked: generate, score, measure perplexity, report."""
+    from tqdm.auto import tqdm
+
+    from aura_stream.report import render_report
+
+    k, n = int(settings["samples_per_prompt"]), len(items)
+    max_new_tokens, top_p, top_k = settings["max_new_tokens"], settings["top_p"], settings["top_k"]
+    temperature, seed = settings["temperature"], settings["seed"]
+    n_resamples, confidence = settings["n_resamples"], settings["confidence"]
+    model_id = identity["model"]
     out = prepare_out_dir(out_dir, identity, overwrite=overwrite, config=config)
     gen_path = out / GENERATIONS_FILE
     records = read_records(gen_path, [a.name for a in arms], n, k)

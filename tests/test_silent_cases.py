@@ -410,3 +410,41 @@ def test_fifo_does_not_hang_a_real_process(gpt2_dir: Path, tmp_path: Path) -> No
     except subprocess.TimeoutExpired:
         pytest.fail("extract blocked on a FIFO")
     assert done.returncode == 1 and "must be a regular file" in done.stderr, done.stderr
+
+
+def test_two_evals_on_one_out_dir(gpt2_dir: Path, tmp_path: Path) -> None:
+    """Real processes: while one ``eval`` holds ``--out`` the second is refused; once the first dies, the
+    second resumes and every record appears exactly once."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.test_reliability import CHILD_ENV, CLI
+
+    out, ppl = tmp_path / "eval", tmp_path / "ppl.txt"
+    ppl.write_text("A module is a file.\n")
+    args = [*CLI, "eval", "--model", str(gpt2_dir), "--out", str(out), "--limit-prompts", "3",
+            "--samples-per-prompt", "4", "--max-new-tokens", "3", "--batch-size", "2", "--ppl-text", str(ppl),
+            "--quiet"]
+    first = subprocess.Popen(args, env=CHILD_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(6000):  # the config is written once the lock is held
+            if (out / "eval_config.json").exists() or first.poll() is not None:
+                break
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGSTOP)  # frozen while holding the lock: no race with its finishing
+        assert first.poll() is None, "the first eval ended before it could be paused"
+        second = subprocess.run(args, env=CHILD_ENV, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 1, second.stderr
+        assert "must be used by one `eval` at a time; another is writing it now" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    third = subprocess.run(args, env=CHILD_ENV, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stderr  # the kernel released the dead run's lock
+    keys = [(r["arm"], r["prompt_index"], r["sample_index"])
+            for r in map(json.loads, (out / "generations.jsonl").read_text().splitlines())]
+    assert len(keys) == len(set(keys)) == 3 * 4
