@@ -143,6 +143,9 @@ def make_intervention(
     """
     if method not in METHODS:
         raise InputError(f"`--method` must be one of {', '.join(METHODS)}; got {method!r}.")
+    if method == "aura" and num_experts is not None:
+        raise InputError(f"`--num-experts` must not be given with `--method aura`, which ignores it; got "
+                         f"{num_experts}. Drop it, or use det0/damp.")
     check_unit("strength", strength)
     check_unit("damp_alpha", damp_alpha)
     aurocs = {k: np.asarray(v, dtype=np.float64) for k, v in aurocs.items()}

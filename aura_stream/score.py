@@ -159,7 +159,7 @@ def score(
     hooks: Sequence[str] | None = None,
     strength: float = 1.0,
     num_experts: int | None = None,
-    damp_alpha: float = 0.5,
+    damp_alpha: float | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
     memory_budget: str | int = "2GB",
@@ -186,6 +186,14 @@ def score(
     if method not in METHODS:
         raise InputError(f"`--method` must be one of {', '.join(METHODS)}; got {method!r}.")
     check_unit("strength", strength)
+    ignored = [f"`--{name}`" for name, value, used_by in (("num-experts", num_experts, ("det0", "damp")),
+                                                           ("damp-alpha", damp_alpha, ("damp",)))
+               if value is not None and method not in used_by]
+    if ignored:
+        raise InputError(f"{' and '.join(ignored)} must not be given with `--method {method}`, which ignores "
+                         f"{'them' if len(ignored) > 1 else 'it'}; drop {' and '.join(ignored)} or choose a method "
+                         "that uses it (det0/damp take --num-experts, damp --damp-alpha).")
+    damp_alpha = 0.5 if damp_alpha is None else damp_alpha
     check_unit("damp_alpha", damp_alpha)
     if method != "aura" and (num_experts is None or num_experts < 1):
         raise InputError(f"`--num-experts` must be >= 1 for method {method}; got {num_experts}.")

@@ -73,6 +73,15 @@ def generate_cmd(**opts: Any) -> None:
         top_p=opts["top_p"], top_k=opts["top_k"], temperature=opts["temperature"],
         seed=opts["seed"], batch_size=opts["batch_size"], do_sample=not opts["greedy"],
         strength=opts["strength"], has_intervention=bool(opts["intervention"]))
+    if opts["greedy"]:  # sampling options that greedy decoding would silently ignore
+        ctx = click.get_current_context()
+        given = [f"--{n.replace('_', '-')}" for n in ("top_p", "top_k", "temperature")
+                 if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
+        if given:
+            from aura_stream.errors import InputError
+
+            raise InputError(f"`{' '.join(given)}` must not be given with `--greedy`, which ignores sampling "
+                             "options; drop them or drop --greedy.")
     resolve_device(opts["device"])
     iv = load_intervention(opts["intervention"]) if opts["intervention"] else None
     if iv is not None:

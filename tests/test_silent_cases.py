@@ -287,6 +287,19 @@ case("score-plot-unsupported-suffix", "`--plot` must end in one of", "got", "aur
     lambda c: score_cmd(c, c.store(), "--plot", c.tmp / "auroc.xyz"))
 
 
+# --------------------------------------------------------------------------- options a method ignores
+
+case("score-aura-with-num-experts", "`--num-experts` must not be given with `--method aura`, which ignores it")(
+    lambda c: score_cmd(c, c.store(scored=True), "--method", "aura", "--num-experts", 5))
+case("score-det0-with-damp-alpha", "`--damp-alpha` must not be given with `--method det0`")(
+    lambda c: score_cmd(c, c.store(scored=True), "--method", "det0", "--num-experts", 5, "--damp-alpha", 0.3))
+case("generate-greedy-with-sampling-options", "`--top-p --temperature` must not be given with `--greedy`")(
+    lambda c: (["generate", "--model", c.model, "--prompt", "Hi", "--greedy", "--top-p", 0.5, "--temperature", 0.7],
+               []))
+case("extract-max-memory-without-device-map", "`--max-memory` must come with `--device-map`")(
+    lambda c: extract_cmd(c, "--max-memory", "cpu:2GiB"))
+
+
 # --------------------------------------------------------------------------- the runner
 
 
