@@ -66,7 +66,7 @@ def shard(store: Path, block: int = 1, hook: str = "blocks.1.mlp.hook_pre") -> P
 # --------------------------------------------------------------------------- item 6: stored data
 
 
-@case("store-labels-bit-flip", "`labels` fails its checksum", "Extract again with `--overwrite`")
+@case("store-labels-bit-flip", "`labels` fails its crc32c checksum", "Extract again with `--overwrite`")
 def _labels_flip(c: Ctx) -> tuple[list[object], list[Path]]:
     store = c.store()
     flip_byte(store / "labels" / "c" / "0", 3)  # sample 3 changes class
@@ -81,7 +81,7 @@ def _labels_rewritten(c: Ctx) -> tuple[list[object], list[Path]]:
     return score_cmd(c, store)
 
 
-@case("store-progress-bit-flip", "`progress` fails its checksum", "`--overwrite`")
+@case("store-progress-bit-flip", "`progress` fails its crc32c checksum", "`--overwrite`")
 def _progress_flip(c: Ctx) -> tuple[list[object], list[Path]]:
     store = c.store()
     flip_byte(store / "progress" / "c" / "1")
