@@ -260,10 +260,12 @@ def load_intervention(path: str | Path) -> Intervention:
     alphas, aurocs = {}, {}
     for name in hooks:
         if not isinstance(name, str) or not HOOK_NAME.match(name):
-            raise InterventionError(f"{str(path)!r} names an invalid hook {str(name)[:60]!r}; the file is not trustworthy.")
+            raise InterventionError(f"{str(path)!r} names an invalid hook {str(name)[:60]!r}; "
+                                    "the file is not trustworthy.")
         alpha, auroc = tensors.get(f"{name}.alpha"), tensors.get(f"{name}.auroc")
         if alpha is None or auroc is None:
-            raise InterventionError(f"{str(path)!r} lacks tensors for hook {name}; the metadata does not match the data.")
+            raise InterventionError(f"{str(path)!r} lacks tensors for hook {name}; "
+                                    "the metadata does not match the data.")
         if alpha.dtype != np.float32 or auroc.dtype != np.float64 or alpha.ndim != 1 or auroc.shape != alpha.shape:
             raise InterventionError(
                 f"{str(path)!r}: hook {name} must have float32 alpha and float64 auroc of one shape [d]; "
@@ -275,7 +277,8 @@ def load_intervention(path: str | Path) -> Intervention:
         outside = np.flatnonzero(~((alpha >= 0.0) & (alpha <= 1.0)))  # NaN fails too
         if outside.size:
             raise InterventionError(f"{str(path)!r}: alphas must be finite and in [0, 1]; {name} neuron "
-                                    f"{int(outside[0])} is {float(alpha[outside[0]]):.6g}. Recreate the file with `aura-stream score`.")
+                                    f"{int(outside[0])} is {float(alpha[outside[0]]):.6g}. "
+                                    "Recreate the file with `aura-stream score`.")
         alphas[name], aurocs[name] = alpha, auroc
     if not alphas:
         raise InterventionError(f"{str(path)!r} holds no hooks; recreate it with `aura-stream score`.")
@@ -290,7 +293,8 @@ def check_matches_model(iv: Intervention, widths: Mapping[str, int]) -> None:
     missing = [n for n in iv.alphas if n not in widths]
     if missing:
         raise InterventionError(
-            f"intervention hooks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} do not exist in the model; "
+            f"intervention hooks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+            "do not exist in the model; "
             f"it was made for {iv.metadata.get('model')!r}. Use the model the intervention was scored on."
         )
     wrong = [f"{n} (file {d}, model {widths[n]})" for n, d in iv.widths.items() if widths[n] != d]

@@ -81,7 +81,8 @@ class ActivationStore:
         self.group = group
         attrs = dict(group.attrs).get("aura_stream")
         if not isinstance(attrs, dict):
-            raise StoreError(f"{str(path)!r} is a zarr group but not an aura-stream store; point at one written by `extract`.")
+            raise StoreError(f"{str(path)!r} is a zarr group but not an aura-stream store; "
+                             "point at one written by `extract`.")
         self.attrs: dict[str, Any] = attrs
         version = attrs.get("schema_version")
         if not isinstance(version, int) or version > SCHEMA_VERSION:
@@ -111,7 +112,8 @@ class ActivationStore:
         if not path.exists():
             raise StoreError(f"store {str(path)!r} does not exist; run `aura-stream extract --out {path}` first.")
         if not (path / "zarr.json").is_file():
-            raise StoreError(f"{str(path)!r} is not an aura-stream store (no zarr.json); point at a `.zarr` written by `extract`.")
+            raise StoreError(f"{str(path)!r} is not an aura-stream store (no zarr.json); "
+                             "point at a `.zarr` written by `extract`.")
         try:
             group = zarr.open_group(str(path), mode=mode)  # type: ignore[arg-type]
         except Exception as exc:  # zarr raises a variety of types for bad metadata
@@ -150,9 +152,11 @@ class ActivationStore:
         diffs = [k for k in IDENTITY_KEYS if _canon(theirs.get(k)) != _canon(identity.get(k))
                  and not (k in OPTIONAL_IDENTITY_KEYS and k not in theirs)]
         if diffs:
-            detail = "; ".join(f"{k}: store has {_short(theirs.get(k))}, this run {_short(identity.get(k))}" for k in diffs)
+            detail = "; ".join(f"{k}: store has {_short(theirs.get(k))}, this run {_short(identity.get(k))}"
+                               for k in diffs)
             raise StoreError(
-                f"store {str(self.path)!r} holds another run ({detail}); use a new `--out` or `--overwrite` to replace it."
+                f"store {str(self.path)!r} holds another run ({detail}); "
+                "use a new `--out` or `--overwrite` to replace it."
             )
 
     # -- layout ----------------------------------------------------------------------------
@@ -353,7 +357,8 @@ def remove_store(path: Path) -> None:
         except (OSError, ValueError):
             attrs = {}
         if "aura_stream" not in attrs:
-            raise StoreError(f"`--overwrite` only replaces aura-stream stores; {str(path)!r} is not one. Remove it yourself.")
+            raise StoreError(f"`--overwrite` only replaces aura-stream stores; {str(path)!r} is not one. "
+                             "Remove it yourself.")
     shutil.rmtree(path, ignore_errors=False) if path.is_dir() else None
 
 
@@ -370,7 +375,8 @@ def _create_atomically(path: Path, spec: StoreSpec) -> None:
             if not (path / "zarr.json").exists():  # not a lost race: a real failure
                 raise
     except OSError as exc:
-        raise StoreError(f"cannot create store {str(path)!r}: {exc.strerror or exc}. Check the path and free space.") from exc
+        raise StoreError(f"cannot create store {str(path)!r}: {exc.strerror or exc}. "
+                         "Check the path and free space.") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,8 @@ from aura_stream_cli.common import config_option, echo, resolved_config
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler, e.g. tcp://host:8786.")
 @click.option("--memory-budget", default="2GB", show_default=True, help="Memory for AUROC blocks in flight.")
 @click.option("--recompute", is_flag=True, help="Ignore AUROCs stored by an earlier score.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the AUROC distribution per layer (PNG).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write the AUROC distribution per layer (PNG).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def score_cmd(ctx: click.Context, /, store: str, **opts: Any) -> None:
@@ -48,7 +49,8 @@ def score_cmd(ctx: click.Context, /, store: str, **opts: Any) -> None:
     reused = len(result.summary) - len(result.computed)
     echo(f"{'hook':34s} {'neurons':>8s} {'AUROC>0.5':>10s} {'max AUROC':>10s} {'mean alpha':>11s} {'dampened':>9s}")
     for s in result.summary:
-        echo(f"{s.hook_name:34s} {s.width:8d} {s.n_above_half:10d} {s.max_auroc:10.4f} {s.mean_alpha:11.4f} {s.n_dampened:9d}")
+        echo(f"{s.hook_name:34s} {s.width:8d} {s.n_above_half:10d} {s.max_auroc:10.4f} {s.mean_alpha:11.4f} "
+             f"{s.n_dampened:9d}")
     echo(f"method {opts['method']}: {result.intervention.n_dampened()} neurons dampened; "
          f"AUROCs computed for {len(result.computed)} hooks, reused for {reused}")
     if result.out:
