@@ -8,7 +8,8 @@ Layout of ``out_dir``:
   block of prompts; a rerun skips the records already there.
 - ``perplexity.json``: per-chunk NLL of the neutral text per intervention (a resume cache).
 - ``summary.json`` and ``report.png``: written last, atomically (temporary file + rename).
-- ``.eval.lock``: held (``flock``) while a run writes the directory.
+
+While a run writes the directory it holds an exclusive ``flock`` on the directory itself.
 """
 
 from __future__ import annotations
@@ -154,38 +155,37 @@ def read_records(path: Path, arms: Sequence[str], n_prompts: int,
     return records
 
 
-LOCK_FILE = ".eval.lock"
-
-
 @contextlib.contextmanager
 def out_dir_lock(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
     """Hold an exclusive lock on ``out_dir`` (created if needed) while one evaluation writes it.
 
     A second ``eval`` on the same directory would append the same records twice; it is refused
-    at once. The lock is the kernel's (``flock``): a killed run releases it, nothing stale remains.
+    at once. The lock is the kernel's (``flock`` on the directory): a killed run releases it and
+    nothing stale remains.
     """
     out = check_out_dir(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        handle = (out / LOCK_FILE).open("a")
+        fd = os.open(out, os.O_RDONLY)
     except OSError as exc:
         raise InputError(f"cannot create `--out` {str(out)!r}: {exc.strerror or exc}.") from exc
-    with handle:
+    try:
         try:
             import fcntl
         except ImportError:  # Windows: no flock; one run per folder is then the user's care
             yield out
             return
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise InputError(f"`--out` {str(out)!r} must be used by one `eval` at a time; another is writing it "
                              "now. Wait for it to finish, or choose another --out.") from None
         try:
             yield out
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

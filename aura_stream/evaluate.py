@@ -38,7 +38,6 @@ from aura_stream.eval_arms import (
 from aura_stream.eval_files import (
     CONFIG_FILE,
     GENERATIONS_FILE,
-    LOCK_FILE,
     OUR_FILES,
     PERPLEXITY_FILE,
     REPORT_FILE,
@@ -73,7 +72,7 @@ from aura_stream.resources import Prompt
 from aura_stream.scorers import ToxicityScorer
 
 __all__ = [
-    "ARM_NAME", "BASELINE", "CONFIG_FILE", "FORMAT", "GENERATIONS_FILE", "LOCK_FILE", "MAX_CHUNK_TOKENS",
+    "ARM_NAME", "BASELINE", "CONFIG_FILE", "FORMAT", "GENERATIONS_FILE", "MAX_CHUNK_TOKENS",
     "OUR_FILES", "PERPLEXITY_FILE", "REPORT_FILE", "SUMMARY_FILE", "Arm", "EvalSummary", "atomic_write_text",
     "build_arms", "check_out_dir", "chunk_nll", "evaluate", "iter_records", "out_dir_lock", "ppl_chunks",
     "prepare_out_dir", "read_records", "text_nll",
