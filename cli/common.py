@@ -57,7 +57,11 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
         if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
             raise click.BadParameter(f"{value!r} must be at most {MAX_CONFIG_BYTES // 1024} KiB; got "
                                      f"{path.stat().st_size:,} bytes.", param_hint="--config")
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader) or {}  # a SafeLoader
+        loader = _BoundedLoader(path.read_text(encoding="utf-8"))
+        try:
+            data = loader.get_single_data() or {}
+        finally:
+            loader.dispose()
     except OSError as exc:
         raise click.BadParameter(f"cannot read {value!r}: {exc.strerror}.", param_hint="--config") from None
     except yaml.YAMLError as exc:

@@ -19,7 +19,7 @@ from aura_stream_cli.common import config_option, echo, resolved_config
 @click.option("--hooks", "hooks", multiple=True, help="Glob over the store's hook names; repeatable (default: all).")
 @click.option("--strength", type=float, default=1.0, show_default=True, help="s in [0, 1]: alpha -> 1 - s(1 - alpha).")
 @click.option("--num-experts", type=int, default=None, help="k for det0/damp (global top-k across hooks).")
-@click.option("--damp-alpha", type=float, default=None, help="Alpha given by damp (default 0.5).")
+@click.option("--damp-alpha", type=float, default=0.5, show_default=True, help="Alpha given by damp.")
 @click.option("--workers", type=int, default=None, help="Score on a local dask cluster of N worker processes.")
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler, e.g. tcp://host:8786.")
 @click.option("--memory-budget", default="2GB", show_default=True, help="Memory for AUROC blocks in flight.")
@@ -40,6 +40,12 @@ def score_cmd(ctx: click.Context, /, store: str, **opts: Any) -> None:
     from aura_stream.score import check_plot_path, plot_aurocs, score
 
     check_plot_path(opts["plot"], store)  # before the work, not after it
+    # defaults (built-in or YAML) of options the method does not use are dropped; typed ones are refused
+    for name, users in (("damp_alpha", ("damp",)), ("num_experts", ("det0", "damp"))):
+        typed = ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                                   click.core.ParameterSource.ENVIRONMENT)
+        if opts["method"] not in users and not typed:
+            opts[name] = None
     result = score(
         store, method=opts["method"], out=opts["out"], pooling=opts["pooling"], hooks=list(opts["hooks"]) or None,
         strength=opts["strength"], num_experts=opts["num_experts"], damp_alpha=opts["damp_alpha"],

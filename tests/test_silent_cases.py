@@ -461,3 +461,11 @@ def test_two_evals_on_one_out_dir(gpt2_dir: Path, tmp_path: Path) -> None:
     keys = [(r["arm"], r["prompt_index"], r["sample_index"])
             for r in map(json.loads, (out / "generations.jsonl").read_text().splitlines())]
     assert len(keys) == len(set(keys)) == 3 * 4
+
+
+def test_config_defaults_of_other_methods_are_not_refused(artifacts: Artifacts, tmp_path: Path) -> None:
+    """The shipped score.yaml sets damp_alpha for everyone: only a typed option a method ignores is refused."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "score.yaml"
+    store = copy_store(artifacts.scored, tmp_path / "s.zarr")
+    result = cli("score", store, "--config", config, "--method", "aura", "--quiet")
+    assert result.exit_code == 0, result.output
