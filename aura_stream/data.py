@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ def _read_bytes(path: Path) -> tuple[bytes, str]:
         raise MissingFileError(f"data file {str(path)!r} does not exist; pass an existing `--data` file.")
     if path.is_dir():
         raise DataFileError(f"`--data` must be a CSV or JSONL file; {str(path)!r} is a directory.")
+    if not path.is_file():  # a FIFO or device would block the read forever, or never end
+        raise DataFileError(f"`--data` must be a regular file; {str(path)!r} is a pipe, socket or device. "
+                            "Write the data to a file first.")
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -71,9 +75,28 @@ def _read_bytes(path: Path) -> tuple[bytes, str]:
     return raw, text
 
 
-def _rows_csv(text: str, path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their ``\n``, one at a time (no copy of the whole text)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
+def _check_unique(names: list[str], path: Path, where: str) -> None:
+    """Each column named once: with two, one of them would be silently ignored."""
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataFileError(f"{path.name} {where} must name each column once; {', '.join(map(repr, dupes[:5]))} "
+                            "repeat(s). Rename or remove the duplicate column.")
+
+
+def _rows_csv(text: str, path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    reader = csv.reader(text.splitlines(keepends=True))
+    # rows end at \n (or \r\n) only; str.splitlines would also cut at U+2028, form feed, ...
+    reader = csv.reader(_lines(text))
     try:
         header = next(reader)
     except StopIteration:
@@ -81,7 +104,8 @@ def _rows_csv(text: str, path: Path) -> tuple[list[str], list[tuple[int, dict[st
     except csv.Error as exc:
         raise DataFileError(f"data file {str(path)!r} is not valid CSV: {exc}.") from exc
     header = [h.strip() for h in header]
-    rows: list[tuple[int, dict[str, str]]] = []
+    _check_unique(header, path, "header")
+    rows: list[tuple[int, dict[str, Any]]] = []
     try:
         for record in reader:
             if not record:
@@ -97,26 +121,35 @@ def _rows_csv(text: str, path: Path) -> tuple[list[str], list[tuple[int, dict[st
     return header, rows
 
 
-def _rows_jsonl(text: str, path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    rows: list[tuple[int, dict[str, str]]] = []
+def _rows_jsonl(text: str, path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    rows: list[tuple[int, dict[str, Any]]] = []
     keys: dict[str, None] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    # JSON lines end at \n only (U+2028 and friends are legal inside JSON strings)
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            pairs = json.loads(line, object_pairs_hook=list)
         except json.JSONDecodeError as exc:
             raise DataFileError(f"{path.name} line {number}: not valid JSON ({exc.msg}).") from exc
-        if not isinstance(obj, dict):
-            raise DataFileError(f"{path.name} line {number}: must be a JSON object; got {type(obj).__name__}.")
+        if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
+            kind = "array" if isinstance(pairs, list) else type(pairs).__name__
+            raise DataFileError(f"{path.name} line {number}: must be a JSON object; got {kind}.")
+        _check_unique([k for k, _ in pairs], path, f"line {number}")
+        obj = dict(pairs)
         keys.update(dict.fromkeys(obj))
-        rows.append((number, {k: v if isinstance(v, str) else json.dumps(v) for k, v in obj.items()}))
+        rows.append((number, obj))
     if not rows:
         raise DataFileError(f"data file {str(path)!r} is empty; it needs one JSON object per line.")
     return list(keys), rows
 
 
-def _label(value: str, column: str, where: str) -> int:
+def _label(value: Any, column: str, where: str) -> int:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+        return int(value)  # JSON numbers
+    if not isinstance(value, str):
+        raise DataFileError(f"{where}: label column `{column}` must hold 0 or 1; got {json.dumps(value)[:40]}. "
+                            "Map labels to 0/1.")
     v = value.strip()
     if v in ("0", "1"):
         return int(v)
@@ -191,6 +224,9 @@ def load_labelled(
         else:
             label = _label(row[str(label_column)], str(label_column), where)
         sentence = row[text_column]
+        if not isinstance(sentence, str):  # JSON null, a number, a list: never the text "null"
+            raise DataFileError(f"{where}: text column `{text_column}` must hold a string; got "
+                                f"{json.dumps(sentence)[:40]}. Fill the text or remove the row.")
         if not sentence.strip():
             raise DataFileError(f"{where}: text is empty; remove the row or fill it.")
         if len(sentence) > MAX_TEXT_CHARS:  # tokenizers hold ~200 bytes per character before truncating
@@ -200,7 +236,8 @@ def load_labelled(
             )
         texts.append(sentence)
         labels.append(label)
-        ids.append(row.get("id") or str(index))
+        row_id = row.get("id")
+        ids.append(str(row_id) if row_id not in (None, "") else str(index))
     label_array = np.asarray(labels, dtype=np.int8)
     keep = _select(label_array, per_class, seed)
     counts = {"toxic": int(label_array[keep].sum()), "non_toxic": int((label_array[keep] == 0).sum())}

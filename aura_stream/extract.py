@@ -21,7 +21,8 @@ from aura_stream._version import __version__
 from aura_stream.data import LabelledTexts, load_labelled
 from aura_stream.errors import AuraStreamError, InputError, StoreError
 from aura_stream.hookpoints import HookPoint, all_hook_points, default_patterns, match_hooks
-from aura_stream.model import LoadedModel, PooledCapture, load_model
+from aura_stream.identity import weights_fingerprint
+from aura_stream.model import LoadedModel, PooledCapture, check_max_length, load_model, resolve_device
 from aura_stream.pooling import Pooling, parse_pooling
 from aura_stream.store import ActivationStore, StoreSpec
 from aura_stream.tl import BridgeCapture, capture_for, check_backend, describe, is_bridge
@@ -145,6 +146,9 @@ def extract(
     out = Path(out)
     if out.is_file():
         raise StoreError(f"`--out` must be a directory for the store; {str(out)!r} is a file.")
+    if not device_map:
+        resolve_device(device)
+    check_max_length(model, max_length)
     texts = load_labelled(data, text_column=text_column, label_column=label_column,
                           per_class=per_class, seed=seed)
     capture: PooledCapture | BridgeCapture
@@ -187,7 +191,8 @@ def extract(
 
 def _probe(capture: PooledCapture | BridgeCapture, loaded: LoadedModel, texts: list[str], max_length: int) -> None:
     """Run one tiny batch and check every hook fired with its width before anything is written."""
-    enc = loaded.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    enc = loaded.tokenizer(texts, padding=True, padding_side="right", truncation=True, max_length=max_length,
+                           return_tensors="pt")
     pooled = capture.run(enc["input_ids"].to(loaded.device), enc["attention_mask"].to(loaded.device))
     capture.check_first_batch(pooled, len(texts))
 
@@ -197,6 +202,9 @@ def _run_block(capture: PooledCapture | BridgeCapture, loaded: LoadedModel, text
     """Pooled activations of one row block, ``[rows, d]`` per (pooling, hook), in row order.
 
     Rows are batched by token length (less padding, same pooled values) and put back in order.
+    Padding goes on the right whatever the tokenizer's ``padding_side``: in a causal model a
+    token never sees what follows it, so a right-padded row computes exactly what the sentence
+    alone computes (left padding would shift GPT-2's absolute positions).
     """
     enc = loaded.tokenizer(texts, truncation=True, max_length=max_length)
     lengths = np.array([len(ids) for ids in enc["input_ids"]])
@@ -207,7 +215,7 @@ def _run_block(capture: PooledCapture | BridgeCapture, loaded: LoadedModel, text
     for start in range(0, len(texts), batch_size):
         idx = order[start:start + batch_size]
         batch = loaded.tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx]},
-                                     return_tensors="pt")
+                                     padding_side="right", return_tensors="pt")
         pooled = capture.run(batch["input_ids"].to(loaded.device),
                              batch["attention_mask"].to(loaded.device))
         for key, values in pooled.items():
@@ -230,6 +238,7 @@ def _spec(loaded: LoadedModel, texts: LabelledTexts, points: list[HookPoint], po
         "tokenizer": str(getattr(loaded.tokenizer, "name_or_path", "")), "max_length": max_length,
         "poolings": list(poolings), "hooks": hooks, "dataset_fingerprint": texts.fingerprint,
         "n_samples": len(texts), "store_dtype": store_dtype, "row_block": row_block, "n_shards": n_shards,
+        "weights": weights_fingerprint(loaded.model),
     }
     provenance = {
         "model_type": str(getattr(loaded.model.config, "model_type", "")),

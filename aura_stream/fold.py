@@ -34,13 +34,13 @@ from safetensors import SafetensorError
 from torch import nn
 
 from aura_stream._version import __version__
-from aura_stream.errors import InputError, InterventionError
-from aura_stream.generate import DAMPENERS, FOLDED_ATTR, hook_kind, multiply, resolve_intervention
+from aura_stream.errors import InputError, InterventionError, NumericalError
+from aura_stream.generate import DAMPENERS, hook_kind, multiply, resolve_intervention
 from aura_stream.hookpoints import HookPoint, arch_spec, block_module_path, model_type
 from aura_stream.interventions import Intervention
-from aura_stream.model import LoadedModel
+from aura_stream.model import FOLD_RECORD, FOLDED_ATTR, LoadedModel
 
-PROVENANCE_FILE = "aura_stream_fold.json"
+PROVENANCE_FILE = FOLD_RECORD
 FOLD_FORMAT = "aura-stream-fold/1"
 Axis = Literal["out", "in"]
 
@@ -132,6 +132,20 @@ def apply_fold(model: nn.Module, steps: list[FoldStep]) -> None:
             bias.copy_((bias.float() * alpha).to(bias.dtype))
 
 
+def check_folded_finite(model: nn.Module, steps: list[FoldStep]) -> None:
+    """Every scaled weight and bias is finite (else nothing is written)."""
+    bad = []
+    for step in steps:
+        module = model.get_submodule(step.module_path)
+        for kind in ("weight", "bias"):
+            tensor = getattr(module, kind, None)
+            if isinstance(tensor, torch.Tensor) and not bool(torch.isfinite(tensor).all()):
+                bad.append(f"{step.module_path}.{kind}")
+    if bad:
+        raise NumericalError(f"folded weights must be finite; {', '.join(bad[:5])} hold NaN or inf. "
+                             "The checkpoint was not written: check the model's weights and the alphas.")
+
+
 def check_out_dir(out_dir: Path) -> None:
     """``out_dir`` must not exist, or be an empty directory."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -191,8 +205,11 @@ def fold(
     model = loaded.model
     intervention, points = resolve_intervention(model, intervention, strength=strength)
     steps = plan_fold(model, intervention, points)
-    setattr(model, FOLDED_ATTR, intervention.fingerprint)  # before the first weight changes
+    # before the first weight changes
+    setattr(model, FOLDED_ATTR, f"intervention {intervention.fingerprint[:12]} "
+                                f"({intervention.metadata.get('method')}), folded in place by `fold`")
     apply_fold(model, steps)
+    check_folded_finite(model, steps)
     provenance = {
         "format": FOLD_FORMAT,
         "source_model": loaded.model_id,

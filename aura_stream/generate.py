@@ -37,7 +37,7 @@ from aura_stream.errors import (
 )
 from aura_stream.hookpoints import HOOK_KINDS, HookPoint, all_hook_points
 from aura_stream.interventions import Intervention, check_matches_model
-from aura_stream.model import LoadedModel, attach
+from aura_stream.model import FOLDED_ATTR, LoadedModel, attach
 
 DampenFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``fn(activation [..., d], alpha [d]) -> tensor`` of the same shape and dtype; a new tensor,
@@ -60,7 +60,6 @@ def multiply(activation: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 DAMPENERS: dict[str, DampenFn] = dict.fromkeys(HOOK_KINDS, multiply)
 """Hook kind (``mlp.hook_pre``, ...) -> dampening function. Only :func:`multiply` can be folded."""
 
-FOLDED_ATTR = "_aura_stream_folded"  # set on a model whose weights hold a folded intervention
 
 
 def hook_kind(name: str) -> str:
@@ -94,15 +93,15 @@ def resolve_intervention(
     folded = getattr(model, FOLDED_ATTR, None)
     if folded is not None:
         raise InterventionError(
-            f"the model's weights already hold intervention {str(folded)[:12]} (folded in place by "
-            "`fold`); reload the model before dampening it again."
+            f"the model's weights must not already hold an intervention; they hold {folded}, and "
+            "dampening again would apply the alphas twice. Load the original model."
         )
     bad = [n for n, a in intervention.alphas.items()
-           if np.ndim(a) != 1 or not np.isfinite(np.asarray(a, dtype=np.float64)).all()]
+           if np.ndim(a) != 1 or not ((np.asarray(a, dtype=np.float64) >= 0) & (np.asarray(a) <= 1)).all()]
     if bad:
         raise InterventionError(
-            f"alphas must be finite 1-D arrays; {', '.join(bad[:5])} hold(s) NaN/inf or have the "
-            "wrong shape. Recreate the intervention with `aura-stream score`."
+            f"alphas must be 1-D arrays of finite values in [0, 1]; {', '.join(bad[:5])} hold(s) NaN/inf, "
+            "values outside [0, 1] or have the wrong shape. Recreate the intervention with `aura-stream score`."
         )
     points = all_hook_points(model)
     check_matches_model(intervention, {n: p.width for n, p in points.items()})
@@ -382,7 +381,8 @@ def read_prompts(path: str | Path) -> list[str]:
                             "Re-encode it.") from exc
     prompts: list[str] = []
     jsonl = path.suffix.lower() in (".jsonl", ".json")
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 is text
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         if not jsonl:

@@ -160,6 +160,9 @@ def make_intervention(
     """
     if method not in METHODS:
         raise InputError(f"`--method` must be one of {', '.join(METHODS)}; got {method!r}.")
+    if method == "aura" and num_experts is not None:
+        raise InputError(f"`--num-experts` must not be given with `--method aura`, which ignores it; got "
+                         f"{num_experts}. Drop it, or use det0/damp.")
     check_unit("strength", strength)
     check_unit("damp_alpha", damp_alpha)
     aurocs = {k: np.asarray(v, dtype=np.float64) for k, v in aurocs.items()}
@@ -263,8 +266,14 @@ def load_intervention(path: str | Path) -> Intervention:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error type on corruption
         raise InterventionError(f"{str(path)!r} is damaged: {exc}. Recreate it with `aura-stream score`.") from exc
-    hooks = meta.get("hooks") or []
-    widths = meta.get("widths") or {}
+    hooks, widths = meta.get("hooks"), meta.get("widths")
+    if (not isinstance(hooks, list) or not isinstance(widths, dict)
+            or not isinstance(meta.get("method"), (str, type(None)))
+            or not isinstance(meta.get("parameters", {}), (dict, type(None)))):
+        raise InterventionError(
+            f"{str(path)!r}: metadata must hold `hooks` as a list, `widths` as a mapping and `method` as a string; "
+            f"got {type(hooks).__name__}, {type(widths).__name__} and {type(meta.get('method')).__name__}. "
+            "Recreate it with `aura-stream score`.")
     alphas, aurocs = {}, {}
     for name in hooks:
         if not isinstance(name, str) or not HOOK_NAME.match(name):
@@ -282,9 +291,11 @@ def load_intervention(path: str | Path) -> Intervention:
         if widths.get(name) != alpha.shape[0]:
             raise InterventionError(f"{str(path)!r}: metadata says {name} has width {widths.get(name)}, "
                                     f"the data has {alpha.shape[0]}; the file was tampered with.")
-        if not np.isfinite(alpha).all():
-            raise InterventionError(f"{str(path)!r}: alpha of {name} holds NaN or inf at neuron "
-                                    f"{int(np.flatnonzero(~np.isfinite(alpha))[0])}; recreate the file.")
+        outside = np.flatnonzero(~((alpha >= 0.0) & (alpha <= 1.0)))  # NaN fails too
+        if outside.size:
+            raise InterventionError(f"{str(path)!r}: alphas must be finite and in [0, 1]; {name} neuron "
+                                    f"{int(outside[0])} is {float(alpha[outside[0]]):.6g}. "
+                                    "Recreate the file with `aura-stream score`.")
         alphas[name], aurocs[name] = alpha, auroc
     if not alphas:
         raise InterventionError(f"{str(path)!r} holds no hooks; recreate it with `aura-stream score`.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aura_stream.errors import HookError, InputError, ModelLoadError
+from aura_stream.errors import HookError, InputError, InterventionError, ModelLoadError
 from aura_stream.hookpoints import HookPoint, block_module_path
 from aura_stream.pooling import Pooling, pool
 
@@ -25,6 +26,42 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
+FOLDED_ATTR = "_aura_stream_folded"  # set on a model whose weights hold a folded intervention
+FOLD_RECORD = "aura_stream_fold.json"  # written by `fold` beside the checkpoint's weights
+
+
+def folded_into(model_dir: str | Path | None) -> str | None:
+    """What intervention the checkpoint in ``model_dir`` holds folded in, or None for none.
+
+    Reads the record that ``fold`` writes; an unreadable record still counts as folded (the
+    weights were changed by something that meant to write it).
+    """
+    if model_dir is None:
+        return None
+    path = Path(model_dir) / FOLD_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        fingerprint, method = record["intervention_fingerprint"], record.get("method")
+        source = record.get("source_model")
+        if not isinstance(fingerprint, str) or not isinstance(method, (str, type(None))):
+            raise TypeError("bad types")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"an intervention (its record {FOLD_RECORD} is unreadable)"
+    return f"intervention {fingerprint[:12]} ({method}), folded from {str(source)[:80]!r}"
+
+
+def check_not_folded(model_dir: str | None, what: str) -> None:
+    """Refuse ``what`` (e.g. "`--intervention`") on a checkpoint that already holds a folded one."""
+    held = folded_into(model_dir)
+    if held is not None:
+        raise InterventionError(
+            f"`--model` must not already hold a folded intervention for {what}; {model_dir!r} holds "
+            f"{held}, so alphas would apply twice. Pass the original model instead."
+        )
+
+
 def demo_model_dir() -> Path:
     """Directory of the demo model shipped inside the package."""
     demo = Path(__file__).parent / "assets" / "demo"
@@ -32,9 +69,13 @@ def demo_model_dir() -> Path:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else is validated by torch."""
+    """``auto`` -> ``cuda`` when available, else ``cpu``; anything else must be a torch device here."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"`--device` must be cpu, cuda, cuda:N, mps or auto; got {device!r}.") from None
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"`--device` must be available; got {device!r} but CUDA is not. Use cpu.")
     return device
@@ -121,7 +162,9 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValueError, and safetensors' own error for a truncated file
+        if not isinstance(exc, (OSError, ValueError)) and type(exc).__name__ != "SafetensorError":
+            raise
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not local
         hint = (
             "no such local directory, and the hub could not provide it (offline?); "
@@ -130,14 +173,40 @@ def load_model(
             else f"{type(exc).__name__}: {str(exc).splitlines()[0].rstrip('.') if str(exc) else ''}. `--model` "
             "must be a complete Hugging Face model directory (config.json, weights, tokenizer)"
         )
+        if type(exc).__name__ == "SafetensorError":
+            hint = (f"a weights file is damaged ({str(exc).splitlines()[0][:120]}); an interrupted download "
+                    "leaves a truncated file: download it again")
         raise ModelLoadError(f"cannot load model {name!r}: {hint}.") from exc
     if not device_map:
         model.to(resolve_device(device))  # type: ignore[arg-type]
     model.eval()
+    held = folded_into(name) if local else None
+    if held is not None:  # generate/fold refuse to dampen it again
+        setattr(model, FOLDED_ATTR, held)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     loaded_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     return LoadedModel(model, tokenizer, name, revision, loaded_dtype)
+
+
+LEARNED_POSITIONS = ("gpt2", "opt", "gpt_neo", "gpt_bigcode", "biogpt")  # a table that ends: IndexError past it
+
+
+def check_max_length(model_id: str | None, max_length: int) -> None:
+    """``--max-length`` must fit a model with learned absolute positions (read from config.json only)."""
+    from transformers import AutoConfig
+
+    name = str(model_id) if model_id else str(demo_model_dir())
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except Exception:  # unreadable config: load_model reports it in its own words
+        return
+    if getattr(config, "model_type", None) not in LEARNED_POSITIONS:
+        return
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if isinstance(limit, int) and max_length > limit:
+        raise InputError(f"`--max-length` must be <= {limit}, the positions of this {config.model_type} model; "
+                         f"got {max_length}. Pass --max-length {limit}.")
 
 
 HookFn = Callable[[HookPoint, torch.Tensor], "torch.Tensor | None"]
@@ -168,6 +237,20 @@ def attach(model: nn.Module, points: Sequence[HookPoint], fn: HookFn) -> Iterato
     finally:
         for handle in handles:
             handle.remove()
+
+
+def position_kwargs(model: nn.Module, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{"position_ids": [batch, pos]}`` counted over real tokens only, where the model takes them.
+
+    Without them a left-padded row would start at the position of its first pad token; with
+    them every row's tokens sit at 0, 1, ... whatever the padding side (pads get 0: masked).
+    """
+    import inspect
+
+    if "position_ids" not in inspect.signature(model.forward).parameters:
+        return {}  # e.g. ALiBi models (Bloom) have no positions to shift
+    positions = attention_mask.long().cumsum(-1) - 1
+    return {"position_ids": positions.clamp_min(0)}
 
 
 class _StopForward(Exception):
@@ -223,10 +306,11 @@ class PooledCapture:
         def stop(_m: nn.Module, _a: Any, _o: Any) -> None:
             raise _StopForward
 
+        kwargs = position_kwargs(self.model, attention_mask)
         handle = self.model.get_submodule(self._last_block).register_forward_hook(stop)
         try:
             with attach(self.model, self.points, self._hook), contextlib.suppress(_StopForward):
-                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
         finally:
             handle.remove()
         return {key: t.cpu().numpy() for key, t in self._out.items()}

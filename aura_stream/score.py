@@ -56,6 +56,8 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None,
     """
     if scheduler and workers:
         raise InputError("`--workers` and `--scheduler` exclude each other; pass one.")
+    if scheduler:
+        parse_scheduler(scheduler)
     if not scheduler and not workers:
         yield None
         return
@@ -64,7 +66,7 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None,
     if scheduler:
         try:
             client = Client(scheduler, timeout=timeout)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise InputError(
                 f"`--scheduler` {scheduler} did not answer within {timeout:.0f} s ({type(exc).__name__}); "
                 "start `dask scheduler` there or drop `--scheduler`."
@@ -77,6 +79,21 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None,
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         yield client
+
+
+SCHEDULER_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+
+def parse_scheduler(address: str) -> str:
+    """``tcp://host:8786`` (or ``host:8786``): checked before any work, not when the work needs it."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "tcp", address
+    host, colon, port = rest.rpartition(":")
+    if scheme not in SCHEDULER_SCHEMES or not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"`--scheduler` must be an address like tcp://host:8786 (schemes "
+                         f"{', '.join(SCHEDULER_SCHEMES)}); got {address!r}.")
+    return address
 
 
 def compute_aurocs(store: ActivationStore, pooling: str, hook_names: Sequence[str], *,
@@ -142,7 +159,7 @@ def score(
     hooks: Sequence[str] | None = None,
     strength: float = 1.0,
     num_experts: int | None = None,
-    damp_alpha: float = 0.5,
+    damp_alpha: float | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
     memory_budget: str | int = "2GB",
@@ -169,18 +186,34 @@ def score(
     if method not in METHODS:
         raise InputError(f"`--method` must be one of {', '.join(METHODS)}; got {method!r}.")
     check_unit("strength", strength)
+    ignored = [f"`--{name}`" for name, value, used_by in (("num-experts", num_experts, ("det0", "damp")),
+                                                           ("damp-alpha", damp_alpha, ("damp",)))
+               if value is not None and method not in used_by]
+    if ignored:
+        raise InputError(f"{' and '.join(ignored)} must not be given with `--method {method}`, which ignores "
+                         f"{'them' if len(ignored) > 1 else 'it'}; drop {' and '.join(ignored)} or choose a method "
+                         "that uses it (det0/damp take --num-experts, damp --damp-alpha).")
+    damp_alpha = 0.5 if damp_alpha is None else damp_alpha
     check_unit("damp_alpha", damp_alpha)
     if method != "aura" and (num_experts is None or num_experts < 1):
         raise InputError(f"`--num-experts` must be >= 1 for method {method}; got {num_experts}.")
     parse_memory(memory_budget)
+    if scheduler:
+        parse_scheduler(scheduler)
+    if workers is not None and workers < 1:
+        raise InputError(f"`--workers` must be >= 1; got {workers}.")
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.is_dir():
         raise InputError(f"`--out` must be a file path; {str(out_path)!r} is a directory.")
     store = ActivationStore.open(store_path, mode="r+")
+    check_outside_store(out_path, store.path, "--out")
+    unbacked = store.unbacked_blocks()
     missing = store.missing_rows()
     if missing:
-        raise StoreError(f"store {str(store.path)!r} is incomplete: {missing} of {store.n_samples} rows missing; "
-                         "rerun the same `extract` command to finish it.")
+        lost = (f" ({len(unbacked)} block(s) flagged complete have missing or empty data files, e.g. "
+                f"{next(iter(unbacked.values()))[0]})") if unbacked else ""
+        raise StoreError(f"store {str(store.path)!r} is incomplete: {missing} of {store.n_samples} rows missing"
+                         f"{lost}; rerun the same `extract` command to finish it.")
     labels = store.labels
     if labels.min() == labels.max():
         raise InputError(f"labels must hold both classes; the store has only class {int(labels[0])}. "
@@ -229,6 +262,30 @@ def score(
     if out_path is not None:
         save_intervention(iv, out_path)
     return ScoreResult(iv, out_path, summarise(iv), todo)
+
+
+def check_outside_store(path: str | Path | None, store_path: str | Path, option: str) -> None:
+    """An output file must not lie inside the store, where it could replace the store's own files."""
+    if path is None or not (Path(store_path) / "zarr.json").is_file():
+        return  # not a store: opening it says so
+    store_dir, target = Path(store_path).resolve(), Path(path).resolve()
+    if target == store_dir or store_dir in target.parents:
+        raise InputError(f"`{option}` must be outside the store; {str(path)!r} is inside {str(store_path)!r} "
+                         "and would overwrite its files. Choose a path beside the store.")
+
+
+def check_plot_path(path: str | Path | None, store_path: str | Path) -> None:
+    """``--plot``: outside the store, with a suffix matplotlib writes (checked before any work)."""
+    if path is None:
+        return
+    check_outside_store(path, store_path, "--plot")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix and suffix not in formats:
+        raise InputError(f"`--plot` must end in one of .{', .'.join(formats)}; got {str(path)!r}. "
+                         "E.g. --plot auroc.png.")
 
 
 def summarise(iv: Intervention) -> list[HookSummary]:

@@ -432,15 +432,29 @@ class HFClassifierScorer:
         if not self.path.is_dir():
             raise ModelLoadError(f"`path` must be a local Hugging Face classifier directory; got "
                                  f"{str(path)!r}, which is not a directory.")
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the missing-weights report is ours to give, in one line
         try:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-            self.model: Any = AutoModelForSequenceClassification.from_pretrained(
-                self.path, local_files_only=True
+            self.model, info = AutoModelForSequenceClassification.from_pretrained(
+                self.path, local_files_only=True, output_loading_info=True
             )
         except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ...
             raise ModelLoadError(f"`{self.path}` must hold a Hugging Face tokenizer and "
                                  f"sequence-classification model; loading failed with "
                                  f"{type(exc).__name__}: {_first_line(exc)}") from exc
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        untrained = sorted({*info.get("missing_keys", ()), *(str(k[0]) if isinstance(k, tuple) else str(k)
+                                                              for k in info.get("mismatched_keys", ()))})
+        if untrained:
+            raise ModelLoadError(
+                f"`--scorer` must be a trained sequence-classification model; `{self.path}` has no trained "
+                f"weights for {', '.join(untrained[:3])}{' ...' if len(untrained) > 3 else ''} (they would be "
+                "initialised at random, so scores would be noise). Pass a classifier checkpoint, e.g. a "
+                "RoBERTa toxicity model saved with save_pretrained.")
         if self.tokenizer.pad_token is None:
             if self.tokenizer.eos_token is None:
                 raise ModelLoadError(f"`{self.path}` tokenizer must define a pad or eos token to "
@@ -481,7 +495,8 @@ class HFClassifierScorer:
         with torch.inference_mode():
             for start in range(0, len(items), self.batch_size):
                 batch = items[start:start + self.batch_size]
-                enc = self.tokenizer(batch, padding=True, truncation=True,
+                # right padding: decoder classifiers read the last real token at its true position
+                enc = self.tokenizer(batch, padding=True, padding_side="right", truncation=True,
                                      max_length=self.max_length, return_tensors="pt")
                 enc = {k: v.to(self.device) for k, v in enc.items()}
                 logits = self.model(**enc).logits.float()  # [batch, num_labels]

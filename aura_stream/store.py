@@ -8,6 +8,7 @@ locks and corrupts concurrent partial-shard writes).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,8 +32,9 @@ HOOK_NAME = re.compile(r"^blocks\.\d{1,5}\.(mlp\.hook_pre|mlp\.hook_pre_linear|m
 # Keys whose difference means "another run": resuming into such a store would mix runs.
 IDENTITY_KEYS = (
     "model", "revision", "model_dtype", "tokenizer", "max_length", "poolings", "hooks",
-    "dataset_fingerprint", "n_samples", "store_dtype", "row_block", "n_shards",
+    "dataset_fingerprint", "n_samples", "store_dtype", "row_block", "n_shards", "weights",
 )
+OPTIONAL_IDENTITY_KEYS = ("weights",)  # compared only when the store records them (older stores do not)
 
 
 def check_hook_name(name: str) -> str:
@@ -79,7 +81,8 @@ class ActivationStore:
         self.group = group
         attrs = dict(group.attrs).get("aura_stream")
         if not isinstance(attrs, dict):
-            raise StoreError(f"{str(path)!r} is a zarr group but not an aura-stream store; point at one written by `extract`.")
+            raise StoreError(f"{str(path)!r} is a zarr group but not an aura-stream store; "
+                             "point at one written by `extract`.")
         self.attrs: dict[str, Any] = attrs
         version = attrs.get("schema_version")
         if not isinstance(version, int) or version > SCHEMA_VERSION:
@@ -109,7 +112,8 @@ class ActivationStore:
         if not path.exists():
             raise StoreError(f"store {str(path)!r} does not exist; run `aura-stream extract --out {path}` first.")
         if not (path / "zarr.json").is_file():
-            raise StoreError(f"{str(path)!r} is not an aura-stream store (no zarr.json); point at a `.zarr` written by `extract`.")
+            raise StoreError(f"{str(path)!r} is not an aura-stream store (no zarr.json); "
+                             "point at a `.zarr` written by `extract`.")
         try:
             group = zarr.open_group(str(path), mode=mode)  # type: ignore[arg-type]
         except Exception as exc:  # zarr raises a variety of types for bad metadata
@@ -145,11 +149,14 @@ class ActivationStore:
     def check_same_run(self, identity: Mapping[str, Any]) -> None:
         """Raise if this store was made by another model, data, selection or hook set."""
         theirs = self.attrs.get("identity", {})
-        diffs = [k for k in IDENTITY_KEYS if _canon(theirs.get(k)) != _canon(identity.get(k))]
+        diffs = [k for k in IDENTITY_KEYS if _canon(theirs.get(k)) != _canon(identity.get(k))
+                 and not (k in OPTIONAL_IDENTITY_KEYS and k not in theirs)]
         if diffs:
-            detail = "; ".join(f"{k}: store has {_short(theirs.get(k))}, this run {_short(identity.get(k))}" for k in diffs)
+            detail = "; ".join(f"{k}: store has {_short(theirs.get(k))}, this run {_short(identity.get(k))}"
+                               for k in diffs)
             raise StoreError(
-                f"store {str(self.path)!r} holds another run ({detail}); use a new `--out` or `--overwrite` to replace it."
+                f"store {str(self.path)!r} holds another run ({detail}); "
+                "use a new `--out` or `--overwrite` to replace it."
             )
 
     # -- layout ----------------------------------------------------------------------------
@@ -173,20 +180,72 @@ class ActivationStore:
         assert isinstance(arr, zarr.Array)
         return arr
 
+    def _read(self, name: str) -> np.ndarray:
+        """A small whole array, its crc32c checked; damage is a StoreError, never a silent value."""
+        try:
+            return np.asarray(self.group[name][:])  # type: ignore[index]
+        except KeyError:
+            raise StoreError(f"store {str(self.path)!r} has no `{name}` array; it is damaged. "
+                             "Extract again with `--overwrite`.") from None
+        except ValueError:  # zarr: "Stored and computed checksum do not match"
+            raise StoreError(f"store {str(self.path)!r} is damaged: `{name}` fails its crc32c checksum. "
+                             "Extract again with `--overwrite`.") from None
+
     @property
     def labels(self) -> np.ndarray:
-        """``[n_samples]`` int8 labels (1 = toxic)."""
-        return np.asarray(self.group["labels"][:])  # type: ignore[index]
+        """``[n_samples]`` int8 labels (1 = toxic), checked against the digest recorded at creation."""
+        labels = self._read("labels")
+        if labels.shape != (self.n_samples,) or not np.isin(labels, (0, 1)).all():
+            raise StoreError(f"store labels must be {self.n_samples} values of 0 or 1; got shape {labels.shape} "
+                             f"and values {sorted(set(np.unique(labels).tolist()))[:5]}. The store is damaged: "
+                             "extract again with `--overwrite`.")
+        want = self.attrs.get("checksums", {}).get("labels") if isinstance(self.attrs.get("checksums"), dict) else None
+        if want is not None and labels_digest(labels) != want:
+            raise StoreError(f"store labels must match the digest recorded at creation; {str(self.path)!r} has "
+                             "labels that were changed since. Extract again with `--overwrite`.")
+        return labels
 
     @property
     def sample_ids(self) -> np.ndarray:
         """``[n_samples]`` sample ids."""
-        return np.asarray(self.group["sample_id"][:])  # type: ignore[index]
+        return self._read("sample_id")
 
     # -- progress --------------------------------------------------------------------------
+    def flagged(self) -> np.ndarray:
+        """``[n_blocks]`` bool: the completion flags as written (see :meth:`completed`)."""
+        progress = self._read("progress")
+        if progress.shape != (self.n_blocks,) or not np.isin(progress, (0, 1)).all():
+            raise StoreError(f"store progress must be {self.n_blocks} flags of 0 or 1; got shape "
+                             f"{progress.shape}. The store is damaged: extract again with `--overwrite`.")
+        return progress.astype(bool)
+
+    def block_files(self, block: int) -> list[Path]:
+        """The data file of row block ``block`` in every activation array (one zarr shard each)."""
+        files = []
+        for _, _, arr in self.iter_arrays():
+            files.append(self.path / arr.path / arr.metadata.encode_chunk_key((block, 0)))
+        return files
+
+    def unbacked_blocks(self) -> dict[int, list[str]]:
+        """Flagged blocks whose data file is missing or empty in some array (zarr would read zeros)."""
+        out: dict[int, list[str]] = {}
+        for block in np.flatnonzero(self.flagged()).tolist():
+            bad = [str(f.relative_to(self.path)) for f in self.block_files(block)
+                   if not f.is_file() or f.stat().st_size == 0]
+            if bad:
+                out[block] = bad
+        return out
+
     def completed(self) -> np.ndarray:
-        """``[n_blocks]`` bool: which row blocks are completely written."""
-        return np.asarray(self.group["progress"][:]).astype(bool)  # type: ignore[index]
+        """``[n_blocks]`` bool: which row blocks are flagged complete *and* have every data file.
+
+        A flagged block whose file was deleted or emptied counts as not written: ``score``
+        refuses the store and ``extract`` rewrites the block.
+        """
+        done = self.flagged()
+        for block in self.unbacked_blocks():
+            done[block] = False
+        return done
 
     def missing_rows(self) -> int:
         """Rows in blocks that are not complete."""
@@ -210,30 +269,53 @@ class ActivationStore:
                 raise StoreError(f"block {block} of {hook_name} has shape {values.shape}; expected "
                                  f"{(rows.stop - rows.start, self.hooks[hook_name])}.")
             check_finite(values, hook_name, row_offset=rows.start, store_dtype=dtype)
-            self.activations(pooling, hook_name)[rows] = values.astype(dtype, copy=False)
+            # all-zero blocks are written too: a missing file must always mean "not written"
+            arr = self.activations(pooling, hook_name).with_config({"write_empty_chunks": True})
+            arr[rows] = values.astype(dtype, copy=False)
         self.group["progress"][block] = 1  # type: ignore[index]
 
     def write_scores(self, pooling: str, hook_name: str, auroc: np.ndarray, provenance: dict[str, Any]) -> None:
         """Store the AUROCs of one hook (``scores/<pooling>/<hook>/auroc``) with provenance."""
         name = f"scores/{pooling}/{check_hook_name(hook_name)}/auroc"
+        auroc = np.asarray(auroc, dtype=np.float64)
         try:
             arr = self.group.create_array(name, shape=auroc.shape, dtype="float64", chunks=auroc.shape,
-                                          compressors=None, overwrite=True)
+                                          compressors=[Crc32cCodec()], overwrite=True)
             arr[:] = auroc
-            arr.attrs["aura_stream"] = provenance  # last: marks the scores as complete
+            # last: marks the scores as complete, with a digest that a later read checks
+            arr.attrs["aura_stream"] = {**provenance, "sha256": hashlib.sha256(auroc.tobytes()).hexdigest()}
         except OSError as exc:
             raise StoreError(f"cannot write scores into store {str(self.path)!r}: {exc.strerror or exc}. "
                              "Free space or fix permissions, then rerun `score`.") from exc
 
     def read_scores(self, pooling: str, hook_name: str) -> np.ndarray | None:
-        """Stored AUROCs of one hook, or None when `score` has not run for it (or did not finish)."""
+        """Stored AUROCs ``[d_hook]`` of one hook, or None when there are none to reuse.
+
+        None when `score` has not run for the hook, did not finish, or wrote no digest (stores
+        scored by aura-stream < 0.2): `score` then recomputes them.
+
+        Raises
+        ------
+        StoreError
+            Stored values that fail their checksum or digest, or have the wrong shape.
+        """
+        name = f"scores/{pooling}/{check_hook_name(hook_name)}/auroc"
         try:
-            arr = self.group[f"scores/{pooling}/{check_hook_name(hook_name)}/auroc"]
+            arr = self.group[name]
         except KeyError:
             return None
-        if "aura_stream" not in arr.attrs:  # a write cut short: missing data would read as zeros
-            return None
-        return np.asarray(arr[:])  # type: ignore[index]
+        meta = arr.attrs.get("aura_stream")
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str):
+            return None  # a write cut short (missing data would read as zeros), or no digest
+        try:
+            values = np.asarray(arr[:], dtype=np.float64)  # type: ignore[index]
+        except ValueError:  # zarr's crc32c mismatch
+            values = None
+        if (values is None or values.shape != (self.hooks[hook_name],)
+                or hashlib.sha256(values.tobytes()).hexdigest() != meta["sha256"]):
+            raise StoreError(f"stored AUROCs must match their checksum; `{name}` in {str(self.path)!r} does not "
+                             "(changed on disk). Recompute them (`aura-stream score --recompute`).")
+        return values
 
     def iter_arrays(self) -> Iterator[tuple[str, str, zarr.Array[Any]]]:
         """Every (pooling, hook_name, array)."""
@@ -261,6 +343,11 @@ def check_finite(values: np.ndarray, hook_name: str, *, row_offset: int, store_d
             )
 
 
+def labels_digest(labels: np.ndarray) -> str:
+    """sha256 of the labels as int8 bytes (recorded at creation, checked on every read)."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int8).tobytes()).hexdigest()
+
+
 def remove_store(path: Path) -> None:
     """Delete a store, refusing to delete anything that is not one (``--overwrite`` safety)."""
     meta = path / "zarr.json"
@@ -270,7 +357,8 @@ def remove_store(path: Path) -> None:
         except (OSError, ValueError):
             attrs = {}
         if "aura_stream" not in attrs:
-            raise StoreError(f"`--overwrite` only replaces aura-stream stores; {str(path)!r} is not one. Remove it yourself.")
+            raise StoreError(f"`--overwrite` only replaces aura-stream stores; {str(path)!r} is not one. "
+                             "Remove it yourself.")
     shutil.rmtree(path, ignore_errors=False) if path.is_dir() else None
 
 
@@ -287,7 +375,8 @@ def _create_atomically(path: Path, spec: StoreSpec) -> None:
             if not (path / "zarr.json").exists():  # not a lost race: a real failure
                 raise
     except OSError as exc:
-        raise StoreError(f"cannot create store {str(path)!r}: {exc.strerror or exc}. Check the path and free space.") from exc
+        raise StoreError(f"cannot create store {str(path)!r}: {exc.strerror or exc}. "
+                         "Check the path and free space.") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -299,7 +388,7 @@ def _create(path: Path, spec: StoreSpec) -> None:
         "schema_version": SCHEMA_VERSION, "package": "aura-stream", "package_version": __version__,
         "n_samples": spec.n_samples, "row_block": spec.row_block, "hooks": spec.hooks,
         "poolings": spec.poolings, "store_dtype": spec.store_dtype, "identity": spec.identity,
-        **spec.provenance,
+        "checksums": {"labels": labels_digest(np.asarray(spec.labels))}, **spec.provenance,
     }
     group.attrs["aura_stream"] = json.loads(json.dumps(attrs, default=str))
     dtype = np.dtype(spec.store_dtype)
@@ -313,11 +402,12 @@ def _create(path: Path, spec: StoreSpec) -> None:
                 fill_value=0, dimension_names=("sample", "neuron"),
             )
     group.create_array("progress", shape=(spec.n_blocks,), dtype="uint8", chunks=(1,), fill_value=0,
-                       compressors=None)
+                       compressors=[Crc32cCodec()])
     labels = group.create_array("labels", shape=(spec.n_samples,), dtype="int8",
-                                chunks=(spec.n_samples,), compressors=None)
+                                chunks=(spec.n_samples,), compressors=[Crc32cCodec()])
     labels[:] = spec.labels
-    ids = group.create_array("sample_id", shape=(spec.n_samples,), dtype=str, chunks=(spec.n_samples,))
+    ids = group.create_array("sample_id", shape=(spec.n_samples,), dtype=str, chunks=(spec.n_samples,),
+                             compressors=[Crc32cCodec()])
     ids[:] = np.asarray(spec.sample_ids, dtype=object)
 
 

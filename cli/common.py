@@ -31,13 +31,37 @@ class AuraGroup(click.Group):
             sys.exit(130)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config of options is a few hundred bytes
+MAX_CONFIG_ALIASES = 32  # nested anchors expand exponentially ("billion laughs")
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses more than ``MAX_CONFIG_ALIASES`` aliases."""
+
+    n_aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.n_aliases += 1
+            if self.n_aliases > MAX_CONFIG_ALIASES:
+                raise yaml.YAMLError(f"it uses more than {MAX_CONFIG_ALIASES} aliases (*name); write the values out")
+        return super().compose_node(parent, index)
+
+
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """Eager callback: YAML keys become click defaults (command line > env > YAML > code)."""
     if not value:
         return value
     path = Path(value)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise click.BadParameter(f"{value!r} must be at most {MAX_CONFIG_BYTES // 1024} KiB; got "
+                                     f"{path.stat().st_size:,} bytes.", param_hint="--config")
+        loader = _BoundedLoader(path.read_text(encoding="utf-8"))
+        try:
+            data = loader.get_single_data() or {}
+        finally:
+            loader.dispose()
     except OSError as exc:
         raise click.BadParameter(f"cannot read {value!r}: {exc.strerror}.", param_hint="--config") from None
     except yaml.YAMLError as exc:

@@ -75,7 +75,7 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
     from aura_stream.evaluate import check_out_dir, evaluate
     from aura_stream.generate import check_strength
     from aura_stream.interventions import load_intervention
-    from aura_stream.model import load_model, resolve_device
+    from aura_stream.model import check_not_folded, load_model, resolve_device
     from aura_stream.resources import load_ppl_text, load_prompts
     from aura_stream.scorers import load_scorer
 
@@ -95,6 +95,8 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
         prompts = prompts[:opts["limit_prompts"]]
     ppl_texts = load_ppl_text(opts["ppl_text"])
     iv = load_intervention(opts["intervention"]) if opts["intervention"] else None
+    if iv is not None:
+        check_not_folded(opts["model"], "`--intervention`")
     scorer = load_scorer(opts["scorer"], device=resolve_device(opts["device"]))
     loaded = load_model(opts["model"], dtype=opts["dtype"], device=opts["device"])
     loaded = common.with_backend(opts["backend"], loaded)

@@ -85,6 +85,11 @@ def extract_cmd(ctx: click.Context, /, **opts: Any) -> None:
 
     shard = parse_shard(opts["shard"])
     max_memory = parse_max_memory(opts["max_memory"])
+    if max_memory and not opts["device_map"]:
+        from aura_stream.errors import InputError
+
+        raise InputError(f"`--max-memory` must come with `--device-map`, which it configures; got --max-memory "
+                         f"{opts['max_memory']} alone. Add --device-map auto or drop --max-memory.")
     if opts["dry_run"]:
         from aura_stream.estimate import dry_run
 

@@ -66,7 +66,7 @@ def generate_cmd(**opts: Any) -> None:
         write_jsonl,
     )
     from aura_stream.interventions import load_intervention
-    from aura_stream.model import load_model
+    from aura_stream.model import check_not_folded, load_model, resolve_device
 
     prompts = list(opts["prompt"])
     if opts["prompts_file"]:
@@ -78,7 +78,19 @@ def generate_cmd(**opts: Any) -> None:
         top_p=opts["top_p"], top_k=opts["top_k"], temperature=opts["temperature"],
         seed=opts["seed"], batch_size=opts["batch_size"], do_sample=not opts["greedy"],
         strength=opts["strength"], has_intervention=bool(opts["intervention"]))
+    if opts["greedy"]:  # sampling options that greedy decoding would silently ignore
+        ctx = click.get_current_context()
+        given = [f"--{n.replace('_', '-')}" for n in ("top_p", "top_k", "temperature")
+                 if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)]
+        if given:
+            from aura_stream.errors import InputError
+
+            raise InputError(f"`{' '.join(given)}` must not be given with `--greedy`, which ignores sampling "
+                             "options; drop them or drop --greedy.")
+    resolve_device(opts["device"])
     iv = load_intervention(opts["intervention"]) if opts["intervention"] else None
+    if iv is not None:
+        check_not_folded(opts["model"], "`--intervention`")
     loaded = load_model(opts["model"], dtype=opts["dtype"], device=opts["device"])
     loaded = common.with_backend(opts["backend"], loaded)
     gens = generate(
@@ -128,9 +140,11 @@ def fold_cmd(ctx: click.Context, /, **opts: Any) -> None:
     from aura_stream.fold import check_out_dir, fold
     from aura_stream.generate import check_strength
     from aura_stream.interventions import load_intervention
-    from aura_stream.model import load_model
+    from aura_stream.model import check_not_folded, load_model, resolve_device
 
     check_out_dir(Path(opts["out"]))  # before loading a large model
+    check_not_folded(opts["model"], "`fold`")
+    resolve_device(opts["device"])
     strength = opts["strength"]
     if strength is not None:
         check_strength(strength)

@@ -24,7 +24,8 @@ from aura_stream_cli.common import config_option, echo, resolved_config
 @click.option("--scheduler", default=None, help="Address of a running dask scheduler, e.g. tcp://host:8786.")
 @click.option("--memory-budget", default="2GB", show_default=True, help="Memory for AUROC blocks in flight.")
 @click.option("--recompute", is_flag=True, help="Ignore AUROCs stored by an earlier score.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write the AUROC distribution per layer (PNG).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write the AUROC distribution per layer (PNG).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def score_cmd(ctx: click.Context, /, store: str, **opts: Any) -> None:
@@ -36,8 +37,15 @@ def score_cmd(ctx: click.Context, /, store: str, **opts: Any) -> None:
       aura-stream score runs/gpt2.zarr --method det0 --num-experts 500 --out det0.safetensors
     The second reuses the AUROCs stored by the first: no recompute.
     """
-    from aura_stream.score import plot_aurocs, score
+    from aura_stream.score import check_plot_path, plot_aurocs, score
 
+    check_plot_path(opts["plot"], store)  # before the work, not after it
+    # defaults (built-in or YAML) of options the method does not use are dropped; typed ones are refused
+    for name, users in (("damp_alpha", ("damp",)), ("num_experts", ("det0", "damp"))):
+        typed = ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                                   click.core.ParameterSource.ENVIRONMENT)
+        if opts["method"] not in users and not typed:
+            opts[name] = None
     result = score(
         store, method=opts["method"], out=opts["out"], pooling=opts["pooling"], hooks=list(opts["hooks"]) or None,
         strength=opts["strength"], num_experts=opts["num_experts"], damp_alpha=opts["damp_alpha"],
@@ -47,7 +55,8 @@ def score_cmd(ctx: click.Context, /, store: str, **opts: Any) -> None:
     reused = len(result.summary) - len(result.computed)
     echo(f"{'hook':34s} {'neurons':>8s} {'AUROC>0.5':>10s} {'max AUROC':>10s} {'mean alpha':>11s} {'dampened':>9s}")
     for s in result.summary:
-        echo(f"{s.hook_name:34s} {s.width:8d} {s.n_above_half:10d} {s.max_auroc:10.4f} {s.mean_alpha:11.4f} {s.n_dampened:9d}")
+        echo(f"{s.hook_name:34s} {s.width:8d} {s.n_above_half:10d} {s.max_auroc:10.4f} {s.mean_alpha:11.4f} "
+             f"{s.n_dampened:9d}")
     echo(f"method {opts['method']}: {result.intervention.n_dampened()} neurons dampened; "
          f"AUROCs computed for {len(result.computed)} hooks, reused for {reused}")
     if result.out:

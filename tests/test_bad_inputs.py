@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from aura_stream.store import ActivationStore
+from aura_stream.store import ActivationStore, labels_digest
 from tests.conftest import jigsaw_sample
 from tests.test_reliability import (  # noqa: F401  (fixtures used by name)
     Artifacts,
@@ -328,6 +328,8 @@ case("score-nan-stored-auroc", "auroc must be finite and in [0, 1]; hook blocks.
 def _one_class(c: Ctx) -> tuple[list[object], list[Path]]:
     store = c.store()
     ActivationStore.open(store, mode="r+").group["labels"][:] = np.zeros(16, np.int8)  # type: ignore[index]
+    # with a matching digest, as a store of one class would have (a changed label alone is caught: store-* cases)
+    edit_attrs(store, lambda a: a.update(checksums={"labels": labels_digest(np.zeros(16))}))
     return score_cmd(c, store)
 
 
@@ -415,8 +417,8 @@ case("generate-intervention-extra-tensor", "holds tensors not in its metadata (e
 case("generate-intervention-hook-path", "names an invalid hook '../../escape'", "not trustworthy")(
     with_iv(lambda c: c.intervention("p.safetensors", {"../../escape.alpha": np.ones(1, np.float32),
                                                        "../../escape.auroc": np.ones(1)})))
-case("generate-intervention-nan-alpha", "alpha of blocks.0.mlp.hook_pre holds NaN or inf at neuron 0",
-     "recreate the file")(with_iv(lambda c: c.intervention("n.safetensors", alpha(value=np.nan))))
+case("generate-intervention-nan-alpha", "alphas must be finite and in [0, 1]; blocks.0.mlp.hook_pre neuron 0 is nan",
+     "Recreate the file")(with_iv(lambda c: c.intervention("n.safetensors", alpha(value=np.nan))))
 case("generate-hooks-absent-from-model", "intervention hooks blocks.7.mlp.hook_pre do not exist in the model",
      "Use the model the intervention was scored on")(
     with_iv(lambda c: c.intervention("a.safetensors", {"blocks.7.mlp.hook_pre.alpha": np.ones(128, np.float32),

@@ -19,7 +19,7 @@ from aura_stream.errors import InputError, InterventionError
 from aura_stream.fold import PROVENANCE_FILE, fold
 from aura_stream.generate import dampened
 from aura_stream.hookpoints import all_hook_points
-from aura_stream.interventions import Intervention, make_intervention, save_intervention
+from aura_stream.interventions import Intervention, load_intervention, make_intervention, save_intervention
 from aura_stream.model import LoadedModel, load_model
 
 TEXTS = ["You are such a", "The weather in Paris is usually quite nice in"]
@@ -129,7 +129,7 @@ def test_folded_model_refuses_hooks(gpt2_dir: Path, tmp_path: Path) -> None:
     loaded = load_model(str(gpt2_dir))
     iv = intervention(random_alphas(loaded.model, DEFAULT_KINDS))
     fold(loaded, iv, tmp_path / "out")
-    with pytest.raises(InterventionError, match="already hold intervention"), \
+    with pytest.raises(InterventionError, match="already hold an intervention"), \
             dampened(loaded.model, iv):
         pass
 
@@ -187,3 +187,63 @@ def test_cli_fold(gpt2_dir: Path, gpt2_intervention_file: Path, tmp_path: Path) 
     assert "not a safetensors file" in bad.output
     strength = runner.invoke(app, [*args[:-1], str(tmp_path / "y"), "--strength", "-1"])
     assert strength.exit_code == 1 and "`--strength` must be in [0, 1]" in strength.output
+
+
+# --------------------------------------------------------------------------- folding twice
+
+
+@pytest.fixture
+def folded_dir(gpt2_dir: Path, gpt2_intervention_file: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "folded"
+    result = CliRunner().invoke(app, ["fold", "--model", str(gpt2_dir), "--intervention",
+                                      str(gpt2_intervention_file), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_fold_of_a_folded_checkpoint_is_refused(folded_dir: Path, gpt2_intervention_file: Path,
+                                                tmp_path: Path) -> None:
+    from tests.test_reliability import assert_one_line_error
+
+    again = tmp_path / "twice"
+    result = CliRunner().invoke(app, ["fold", "--model", str(folded_dir), "--intervention",
+                                      str(gpt2_intervention_file), "--out", str(again)])
+    assert_one_line_error(result, "must not already hold a folded intervention for `fold`",
+                          "(det0), folded from", "Pass the original model")
+    assert not again.exists()
+    loaded = load_model(str(folded_dir))  # the library refuses too, whatever the caller
+    with pytest.raises(InterventionError, match="would apply the alphas twice"):
+        fold(loaded, load_intervention(gpt2_intervention_file), again)
+    assert not again.exists()
+
+
+@pytest.mark.parametrize("command", ["generate", "eval"])
+def test_intervention_on_a_folded_checkpoint_is_refused(command: str, folded_dir: Path,
+                                                        gpt2_intervention_file: Path, tmp_path: Path) -> None:
+    from tests.test_reliability import assert_one_line_error
+
+    out = tmp_path / "out"
+    extra = ["--prompt", "Hello", "--output", str(out)] if command == "generate" else \
+        ["--out", str(out), "--limit-prompts", "1", "--samples-per-prompt", "1"]
+    result = CliRunner().invoke(app, [command, "--model", str(folded_dir), "--intervention",
+                                      str(gpt2_intervention_file), "--quiet", *extra])
+    assert_one_line_error(result, "must not already hold a folded intervention for `--intervention`")
+    assert not out.exists()
+
+
+def test_generate_api_refuses_intervention_on_folded_checkpoint(folded_dir: Path,
+                                                                gpt2_intervention_file: Path) -> None:
+    from aura_stream.generate import generate
+
+    loaded = load_model(str(folded_dir))
+    assert generate(loaded, ["Hi"], max_new_tokens=2, progress=False)  # the folded model alone is fine
+    with pytest.raises(InterventionError, match="would apply the alphas twice"):
+        generate(loaded, ["Hi"], intervention=load_intervention(gpt2_intervention_file), progress=False)
+
+
+def test_unreadable_fold_record_still_counts_as_folded(folded_dir: Path, gpt2_intervention_file: Path) -> None:
+    (folded_dir / PROVENANCE_FILE).write_text('{"intervention_fingerprint": 7, "method": []}')
+    loaded = load_model(str(folded_dir))
+    with pytest.raises(InterventionError, match="is unreadable"), \
+            dampened(loaded.model, load_intervention(gpt2_intervention_file)):
+        pass

@@ -109,7 +109,8 @@ def test_hostile_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         "extra-tensor": (lambda p: _write_raw(p, {**ok, "evil": np.ones(1, np.float32)}, _meta([h], {h: 3})),
                          "not in its metadata"),
         "nan": (lambda p: _write_raw(p, {f"{h}.alpha": np.array([1, np.nan, 1], np.float32),
-                                         f"{h}.auroc": np.full(3, 0.5)}, _meta([h], {h: 3})), "NaN or inf at neuron 1"),
+                                         f"{h}.auroc": np.full(3, 0.5)}, _meta([h], {h: 3})),
+                r"alphas must be finite and in \[0, 1\]; blocks.0.mlp.hook_pre neuron 1 is nan"),
     }
     for name, (make, match) in cases.items():
         path = tmp_path / f"{name}.safetensors"

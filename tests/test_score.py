@@ -14,7 +14,7 @@ from aura_stream.errors import InputError, NumericalError, StoreError
 from aura_stream.extract import extract
 from aura_stream.interventions import load_intervention
 from aura_stream.score import score
-from aura_stream.store import ActivationStore
+from aura_stream.store import ActivationStore, labels_digest
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,11 @@ def test_one_class_store_refused(gpt2_dir: Path, tmp_path: Path) -> None:
     extract(model=str(gpt2_dir), data=data, out=out, progress=False)
     store = ActivationStore.open(out, mode="r+")
     store.group["labels"][:] = np.array([0, 0], dtype=np.int8)
+    with pytest.raises(StoreError, match="labels must match the digest recorded at creation"):
+        score(out, progress=False)  # a changed label is caught ...
+    attrs = dict(store.group.attrs["aura_stream"])  # type: ignore[arg-type]
+    attrs["checksums"] = {"labels": labels_digest(np.array([0, 0]))}
+    store.group.attrs["aura_stream"] = attrs
     with pytest.raises(InputError, match="labels must hold both classes"):
         score(out, progress=False)
 

@@ -523,3 +523,51 @@ def test_hf_scorer_rejects_bad_options(hf_dir: Path) -> None:
         HFClassifierScorer(hf_dir, batch_size=-1)
     with pytest.raises(InputError, match="`device` must be a torch device"):
         load_scorer(str(hf_dir), device="gpu!!")
+
+
+def test_hf_scorer_refuses_a_classifier_without_its_head(hf_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint whose head is missing would get a random head: different noise every run."""
+    from safetensors.torch import load_file, save_file
+
+    headless = tmp_path / "headless"
+    headless.mkdir()
+    for f in hf_dir.iterdir():
+        (headless / f.name).write_bytes(f.read_bytes())
+    weights = load_file(str(headless / "model.safetensors"))
+    kept = {k: v for k, v in weights.items() if not k.startswith(("classifier.", "pre_classifier."))}
+    assert len(kept) < len(weights)
+    save_file(kept, str(headless / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=r"must be a trained sequence-classification model; .* no trained "
+                                             r"weights for classifier\.bias, classifier\.weight"):
+        load_scorer(str(headless))
+
+
+def test_hf_scorer_refuses_a_causal_lm(gpt2_dir: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"no trained weights for score\.weight"):
+        load_scorer(str(gpt2_dir))
+
+
+def test_hf_scorer_is_padding_side_independent(gpt2_dir: Path, tmp_path: Path) -> None:
+    """A GPT-2 classifier whose tokenizer pads on the left scores a batch as it scores each text alone."""
+    import json
+
+    from transformers import AutoConfig, AutoTokenizer, GPT2ForSequenceClassification
+
+    config = AutoConfig.from_pretrained(gpt2_dir, num_labels=2, id2label={0: "clean", 1: "toxic"},
+                                        label2id={"clean": 0, "toxic": 1})
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(config)
+    with torch.no_grad():
+        model.score.weight.mul_(20.0)
+    path = tmp_path / "gpt2-clf"
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(gpt2_dir).save_pretrained(path)
+    tok_config = json.loads((path / "tokenizer_config.json").read_text())
+    tok_config["padding_side"] = "left"
+    (path / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    assert AutoTokenizer.from_pretrained(path).padding_side == "left"
+    texts = ["hi", "you are a horrible person and everyone knows it", "thank you so much"]
+    batched = load_scorer(str(path), batch_size=3).score(texts)
+    single = load_scorer(str(path), batch_size=1).score(texts)
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+    assert batched.std() > 1e-3

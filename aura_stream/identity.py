@@ -1,0 +1,63 @@
+"""What identifies a model's weights, so that a resumed run can refuse a different checkpoint.
+
+The ``--model`` string alone does not: a directory can be overwritten by another training run,
+or a hub id can move to a new revision. The fingerprint hashes the configuration (less the keys
+that name a path or a library version) and, per parameter, its name, shape, dtype and a strided
+sample of its exact values. Exact values make it independent of the device and of how the work
+is split (every shard of an HPC array computes the same string); the sample keeps it cheap for
+40B models (a few thousand values per tensor, read where the tensor lives).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+
+SAMPLES_PER_TENSOR = 4096
+_VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash")
+
+
+def _config_bytes(model: Any) -> bytes:
+    config = model.config.to_dict()
+    for key in _VOLATILE_CONFIG_KEYS:
+        config.pop(key, None)
+    return json.dumps(config, sort_keys=True, default=str).encode()
+
+
+@torch.no_grad()
+def _tensor_sample(tensor: torch.Tensor) -> bytes:
+    """Up to ``SAMPLES_PER_TENSOR`` evenly spaced values, exactly, as float32/float64 bytes."""
+    flat = tensor.detach().reshape(-1)
+    n = flat.numel()
+    if n > SAMPLES_PER_TENSOR:
+        index = torch.div(torch.arange(SAMPLES_PER_TENSOR, device=flat.device) * n, SAMPLES_PER_TENSOR,
+                          rounding_mode="floor")
+        flat = flat[index]
+    wide = torch.float64 if flat.dtype == torch.float64 else torch.float32  # exact for every float dtype
+    return bytes(flat.to(wide).cpu().numpy().tobytes()) if flat.is_floating_point() else \
+        bytes(flat.cpu().numpy().tobytes())
+
+
+def weights_fingerprint(model: Any) -> str:
+    """sha256 of the model's configuration and a strided sample of every parameter.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+
+    Returns
+    -------
+    str
+        64 hex digits. Equal for the same checkpoint loaded in the same dtype on any device;
+        different, in practice, for any other weights (retrained, fine-tuned, folded).
+        Tensors offloaded to disk (``meta``) contribute their name and shape only.
+    """
+    digest = hashlib.sha256(_config_bytes(model))
+    for name, tensor in model.named_parameters():  # buffers (e.g. rotary tables) are computed, not loaded
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        if tensor.device.type != "meta":
+            digest.update(_tensor_sample(tensor))
+    return digest.hexdigest()
