@@ -235,7 +235,9 @@ def evaluate(
                 "dtype": loaded.dtype, "scorer": scorer.name, "n_prompts": n,
                 "prompts_fingerprint": sha256_json([[p.text, p.toxicity] for p in items]),
                 "ppl_text_fingerprint": sha256_json(texts), **settings,
-                "arms": [a.identity() for a in arms]}
+                "arms": [a.identity() for a in arms],
+                # only where not the default, so that earlier output folders stay resumable
+                **({"backend": "transformer-lens"} if getattr(loaded, "bridge", None) is not None else {})}
     identity = json.loads(json.dumps(identity))  # tuples -> lists: compares equal to the file
     with out_dir_lock(out_dir):
         return _evaluate_locked(loaded, items, texts, chunks, arms, scorer, identity, settings, out_dir=out_dir,
