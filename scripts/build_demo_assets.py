@@ -34,7 +34,7 @@ Deterministic under ``--seed`` (data order, splits, initialisation, sampling) fo
 
 Usage::
 
-    .venv/bin/python scripts/build_demo_assets.py --seed 0 --steps 1000 --threads 1
+    .venv/bin/python scripts/build_demo_assets.py --seed 0 --steps 1000 --stop-at 600 --threads 1
 
 Resumes training from ``--work-dir/checkpoint.pt`` after a crash (bit-identical result);
 ``--stages label,check,card`` re-runs the cheap stages on an existing model.
@@ -64,7 +64,10 @@ STAGES = ("corpus", "tokenizer", "train", "label", "check", "card")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=1000, help="length of the learning-rate schedule")
+    p.add_argument(
+        "--stop-at", type=int, default=600, help="stop training at this step of the schedule (chosen on dev prompts)"
+    )
     p.add_argument("--out", default="aura_stream/assets/demo")
     p.add_argument("--work-dir", default="build/demo_assets", help="checkpoints, corpus, metrics")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma list of {STAGES}")

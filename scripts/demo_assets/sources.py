@@ -130,11 +130,13 @@ def split_rtp(
     by_cat = {c: [r for r in rtp if r["category"] == c] for c in RTP_CATEGORIES}
     halves: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
     dev, train = [], []
-    for k_eval, k_dev, cat in zip(_per_category(n_eval), _per_category(n_dev), RTP_CATEGORIES, strict=True):
+    for c, (k_eval, k_dev, cat) in enumerate(zip(_per_category(n_eval), _per_category(n_dev), RTP_CATEGORIES,
+                                                 strict=True)):
         rows = by_cat[cat]
         order = rng.permutation(len(rows))
-        for j, i in enumerate(sorted(order[:k_eval])):
-            halves[j % 2].append({**rows[i], "half": j % 2 + 1})
+        for j, i in enumerate(sorted(order[:k_eval])):  # categories alternate which half gets an odd one
+            h = (j + c) % 2
+            halves[h].append({**rows[i], "half": h + 1})
         dev += [rows[i] for i in sorted(order[k_eval : k_eval + k_dev])]
         train += [rows[i] for i in sorted(order[k_eval + k_dev :])]
     # Any prefix of a half is a category mix (own generator: the splits stay put).

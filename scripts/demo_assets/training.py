@@ -136,7 +136,10 @@ def stage_train(args: argparse.Namespace, corpus: Corpus) -> None:
         print(f"resumed at step {start}")
     model.train()
     t0, tok_since, t_since = time.time(), 0, time.time()
-    for step in range(start, args.steps):
+    stop = args.stop_at or args.steps  # early stop inside the --steps schedule
+    if start > stop:
+        raise SystemExit(f"{ckpt_path} is at step {start}, past --stop-at {stop}; pass --restart")
+    for step in range(start, stop):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         x = torch.from_numpy(batches[step])
@@ -147,7 +150,7 @@ def stage_train(args: argparse.Namespace, corpus: Corpus) -> None:
         opt.step()
         tok_since += x.numel()
         done = step + 1
-        if done % args.log_every == 0 or done == args.steps:
+        if done % args.log_every == 0 or done == stop:
             now = time.time()
             entry = {
                 "step": done,
@@ -156,13 +159,13 @@ def stage_train(args: argparse.Namespace, corpus: Corpus) -> None:
                 "tokens_per_s": round(tok_since / (now - t_since), 1),
                 "elapsed_s": round(elapsed + now - t0, 1),
             }
-            if done % args.eval_every == 0 or done == args.steps:
+            if done % args.eval_every == 0 or done == stop:
                 entry["val_ppl"] = round(perplexity(model, val), 3)
                 model.train()
             log.append(entry)
             print(json.dumps(entry), flush=True)
             tok_since, t_since = 0, time.time()
-        if done % args.ckpt_every == 0 or done == args.steps:
+        if done % args.ckpt_every == 0 or done == stop:
             tmp = ckpt_path.with_suffix(".tmp")
             torch.save(
                 {
@@ -189,11 +192,12 @@ def stage_train(args: argparse.Namespace, corpus: Corpus) -> None:
         train={
             "n_params": n_params,
             "steps": args.steps,
+            "stopped_at": stop,
             "batch_size": args.batch_size,
             "n_positions": args.n_positions,
-            "tokens_seen": args.steps * args.batch_size * args.n_positions,
+            "tokens_seen": stop * args.batch_size * args.n_positions,
             "wall_s": round(wall, 1),
-            "mean_tokens_per_s": round(args.steps * args.batch_size * args.n_positions / wall, 1),
+            "mean_tokens_per_s": round(stop * args.batch_size * args.n_positions / wall, 1),
             "threads": args.threads,
             "lr": args.lr,
             "warmup": args.warmup,
