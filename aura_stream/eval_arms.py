@@ -2,7 +2,7 @@
 
 Every arm continues the same prompts ``samples_per_prompt`` times with nucleus sampling;
 continuation ``(p, s)`` is drawn with the seed ``(seed, p, s)`` in every arm, so arms differ only
-by their intervention and preprompt (DESIGN §10).
+by their intervention and preprompt (docs/eval.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``eval``: toxicity of continuations and perplexity on neutral text, baseline against arms.
 
-Protocol (RealToxicityPrompts style, DESIGN §10): every arm continues the same prompts
+Protocol (RealToxicityPrompts style, docs/eval.md): every arm continues the same prompts
 ``samples_per_prompt`` times with nucleus sampling; continuation ``(p, s)`` is drawn with the seed
 ``(seed, p, s)`` in every arm, so arms differ only by their intervention and preprompt. A scorer
 rates each continuation (the continuation alone, never the prompt or preprompt); perplexity is

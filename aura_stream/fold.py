@@ -1,7 +1,7 @@
 """Fold an intervention into the weights: a standard Hugging Face checkpoint, zero overhead.
 
 Scaling a Linear layer's outputs by ``alpha`` equals scaling its weight rows and bias by
-``alpha``; scaling its inputs equals scaling its weight columns (DESIGN §9).  Per hook kind:
+``alpha``; scaling its inputs equals scaling its weight columns.  Per hook kind:
 
 =================================  ==============================================================
 hook kind                          folded into

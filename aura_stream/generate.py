@@ -2,7 +2,7 @@
 
 The hooks sit on the Hugging Face modules (see :mod:`aura_stream.hookpoints`), so ``transformers``'
 own ``generate`` does the work, KV cache included: at each decoding step a hook sees the new
-positions only and dampens them, which equals dampening a full recompute (DESIGN §9).
+positions only and dampens them, which equals dampening a full recompute.
 
 Sampling is reproducible and independent of how prompts are batched: each generated sequence
 ``(prompt_index, sample_index)`` draws its uniforms from its own generator seeded with

@@ -212,7 +212,7 @@ def match_hooks(patterns: Sequence[str], available: Iterable[str]) -> list[str]:
 
 
 def default_patterns(available: Iterable[str]) -> list[str]:
-    """The paper's default: every MLP Linear output that the model has (see DESIGN §5)."""
+    """The paper's default: every MLP Linear output that the model has."""
     names = set(available)
     kinds = [k for k in DEFAULT_HOOK_KINDS if any(n.endswith("." + k) for n in names)]
     return [f"blocks.*.{k}" for k in kinds]

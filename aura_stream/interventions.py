@@ -1,6 +1,6 @@
 """Interventions: AurA / Det0 / Damp alphas from AUROCs, and their safetensors file.
 
-File format (DESIGN §8): one safetensors file; per hook ``<hook>.alpha`` (float32 ``[d]``) and
+File format: one safetensors file; per hook ``<hook>.alpha`` (float32 ``[d]``) and
 ``<hook>.auroc`` (float64 ``[d]``); ``__metadata__["aura_stream"]`` is JSON with the method, its
 parameters, the model, hook widths, the source store's fingerprint and the package version.
 safetensors holds raw tensors only, so opening a file from a stranger executes nothing.

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN §10): toxicity, perplexity, distinct-n, and their intervals.
+"""Evaluation metrics (docs/eval.md): toxicity, perplexity, distinct-n, and their intervals.
 
 Pure NumPy; nothing here touches a model. Every toxicity metric is a mean over prompts of a
 per-prompt value, so one paired bootstrap over prompts gives intervals for all of them:
