@@ -317,16 +317,19 @@ class PooledCapture:
 
     def check_first_batch(self, pooled: dict[tuple[str, str], np.ndarray], batch: int) -> None:
         """Every hook fired once with its expected width (TransformerLens issues 1645-1648)."""
-        problems = []
-        for p in self.points:
-            for op in self.poolings:
-                arr = pooled.get((op, p.name))
-                if arr is None:
-                    problems.append(f"{p.name} never fired")
-                elif arr.shape != (batch, p.width):
-                    problems.append(f"{p.name} gave shape {arr.shape}, expected {(batch, p.width)}")
-        if problems:
-            raise HookError(
-                f"hooks must fire once with their width on the first batch; {'; '.join(problems)}. "
-                "Choose other hooks or report the architecture."
-            )
+        check_fired(self.points, self.poolings, pooled, batch, advice="Choose other hooks or report the architecture.")
+
+
+def check_fired(points: Sequence[HookPoint], poolings: Sequence[str], pooled: dict[tuple[str, str], np.ndarray],
+                batch: int, *, advice: str) -> None:
+    """Raise one HookError naming every hook that did not fire once with its width on a batch."""
+    problems = []
+    for p in points:
+        for op in poolings:
+            arr = pooled.get((op, p.name))
+            if arr is None:
+                problems.append(f"{p.name} never fired")
+            elif arr.shape != (batch, p.width):
+                problems.append(f"{p.name} gave shape {arr.shape}, expected {(batch, p.width)}")
+    if problems:
+        raise HookError(f"hooks must fire once with their width on the first batch; {'; '.join(problems)}. {advice}")

@@ -32,9 +32,9 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 
-from aura_stream.errors import HookError, InputError, ModelLoadError
+from aura_stream.errors import InputError, ModelLoadError
 from aura_stream.hookpoints import HOOK_KINDS, HookPoint, default_patterns, match_hooks
-from aura_stream.model import LoadedModel, load_model
+from aura_stream.model import LoadedModel, check_fired, load_model
 from aura_stream.pooling import Pooling, pool
 
 Backend = Literal["hf", "transformer-lens"]
@@ -296,19 +296,8 @@ class BridgeCapture:
 
     def check_first_batch(self, pooled: dict[tuple[str, str], np.ndarray], batch: int) -> None:
         """Every hook fired once with its expected width (TransformerLens issues 1645-1648)."""
-        problems = []
-        for p in self.points:
-            for op in self.poolings:
-                arr = pooled.get((op, p.name))
-                if arr is None:
-                    problems.append(f"{p.name} never fired")
-                elif arr.shape != (batch, p.width):
-                    problems.append(f"{p.name} gave shape {arr.shape}, expected {(batch, p.width)}")
-        if problems:
-            raise HookError(
-                f"bridge hooks must fire once with their width on the first batch; {'; '.join(problems)}. "
-                "Choose other hooks, or use the Hugging Face backend (`--backend hf`)."
-            )
+        check_fired(self.points, self.poolings, pooled, batch,
+                    advice="Choose other hooks, or use the Hugging Face backend (`--backend hf`).")
 
 
 def capture_for(model: Any, *, hooks: Sequence[str] | None, poolings: Sequence[Pooling], dtype: str,
