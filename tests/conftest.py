@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,13 @@ def gpt2_dir(tiny_model_dirs: dict[str, Path]) -> Path:
 def jigsaw_csv() -> Path:
     """Path of the 16-row Jigsaw sample."""
     return jigsaw_sample()
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module: tiny models gain nothing from threads, on shared cores extra threads
+    only spin against each other, and one thread makes floats identical across processes."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -58,9 +58,11 @@ def test_generic_csv_and_jsonl(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("content", "kwargs", "error", "match"), [
     (None, {}, MissingFileError, "does not exist; pass an existing `--data`"),
     (b"", {}, DataFileError, "is empty"),
-    (b"text,label\nhello,0\n", {"text_column": "body"}, DataFileError, r"must have column\(s\) body; found text, label"),
+    (b"text,label\nhello,0\n", {"text_column": "body"}, DataFileError,
+     r"must have column\(s\) body; found text, label"),
     (b"a,b\n1,2\n", {}, DataFileError, r"must have column\(s\) text, label"),
-    (b"text,label\nhello,0\nbye,toxic\n", {}, DataFileError, r"line 3: label column `label` must hold 0 or 1; got 'toxic'"),
+    (b"text,label\nhello,0\nbye,toxic\n", {}, DataFileError,
+     r"line 3: label column `label` must hold 0 or 1; got 'toxic'"),
     (b"text,label\nhello,0\nbye,2\n", {}, DataFileError, "must hold 0 or 1; got '2'"),
     (b"text,label\nhello,0\nbye,0\n", {}, DataFileError, "has no toxic rows"),
     (b"text,label\nhello,1\nbye,1\n", {}, DataFileError, "has no non-toxic rows"),

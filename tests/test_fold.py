@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +26,7 @@ DEFAULT_KINDS = ("mlp.hook_pre", "mlp.hook_pre_linear", "hook_mlp_out")
 ALL_KINDS = (*DEFAULT_KINDS, "mlp.hook_post")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads; on shared cores they only spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 
 def intervention(alphas: dict[str, np.ndarray]) -> Intervention:

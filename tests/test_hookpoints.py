@@ -46,7 +46,7 @@ def test_widths_and_default_sets(tiny_model_dirs: dict[str, Path]) -> None:
 
 def test_match_hooks_order_and_errors() -> None:
     names = ["blocks.0.mlp.hook_pre", "blocks.0.hook_mlp_out", "blocks.1.mlp.hook_pre", "blocks.1.hook_mlp_out"]
-    assert match_hooks(["blocks.*.hook_mlp_out", "blocks.0.*"], names) == names[:2] + [names[3]]
+    assert match_hooks(["blocks.*.hook_mlp_out", "blocks.0.*"], names) == [*names[:2], names[3]]
     with pytest.raises(HookError, match=r"'x', 'blocks.7.\*' match nothing; available: blocks.\{0..1\}.mlp.hook_pre"):
         match_hooks(["x", "blocks.7.*", "blocks.0.*"], names)
     with pytest.raises(HookError, match="at least one"):

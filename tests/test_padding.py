@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +30,7 @@ from tests.test_extract import oracle_pooled
 HOOKS = ["blocks.0.mlp.hook_pre", "blocks.1.hook_mlp_out", "blocks.2.mlp.hook_post"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 
 def left_padded_copy(model_dir: Path, dest: Path) -> Path:

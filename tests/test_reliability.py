@@ -52,13 +52,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # --------------------------------------------------------------------------- shared helpers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads; one thread also makes floats identical across processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 
 @pytest.fixture(autouse=True)

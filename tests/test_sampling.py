@@ -4,7 +4,6 @@ depend on how sequences are batched."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,7 @@ from aura_stream.model import LoadedModel, load_model
 from aura_stream.resources import Prompt
 from aura_stream.scorers import load_scorer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 
 def transformers_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:

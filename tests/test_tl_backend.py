@@ -13,7 +13,6 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +47,7 @@ ALL_MLP = ["blocks.*.mlp.*", "blocks.*.hook_mlp_out"]
 TOKENS = torch.tensor([[1, 5, 9, 30, 2, 7, 44, 12], [3, 8, 100, 17, 250, 6, 61, 90]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads; on shared cores they only spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 
 @pytest.fixture(scope="module")
