@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from aura_stream.errors import HookError, InterventionError
-from aura_stream.generate import DAMPENERS, FOLDED_ATTR, check_strength, hook_kind
+from aura_stream.generate import DAMPENERS, check_strength, hook_kind
 from aura_stream.interventions import Intervention, check_matches_model
+from aura_stream.model import FOLDED_ATTR
 from aura_stream.tl import bridge_hook_points, is_bridge
 
 

@@ -40,7 +40,7 @@ def hooks_cmd(model: str | None, patterns: tuple[str, ...], backend: str) -> Non
 
 
 @click.command("extract")
-@config_option  # type: ignore[untyped-decorator]
+@config_option
 @click.option("--model", default=None, help=MODEL_HELP)
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Jigsaw train.csv, or CSV/JSONL with --text-column/--label-column (default: demo set).")

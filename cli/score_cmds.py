@@ -9,7 +9,7 @@ from aura_stream_cli.common import config_option, echo, resolved_config
 
 
 @click.command("score")
-@config_option  # type: ignore[untyped-decorator]
+@config_option
 @click.argument("store", type=click.Path())
 @click.option("--method", type=click.Choice(["aura", "det0", "damp"]), default="aura", show_default=True,
               help="aura: alpha = 1 - 2(AUROC - 0.5); det0/damp: the top --num-experts neurons get 0/--damp-alpha.")

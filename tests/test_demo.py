@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aura_stream.demo import demo, matched_k
+from aura_stream.demo import demo, held_out_prompts, matched_k
 from aura_stream.interventions import load_intervention
 
 
@@ -21,7 +21,7 @@ def test_matched_k_is_total_dampening() -> None:
                     reason="demo model not built")
 def test_demo_reduced_end_to_end(tmp_path: Path) -> None:
     lines: list[str] = []
-    result = demo(tmp_path / "demo", n_prompts=2, samples_per_prompt=2, per_class=16, max_new_tokens=4,
+    result = demo(tmp_path / "demo", n_prompts=2, samples_per_prompt=2, half=2, per_class=16, max_new_tokens=4,
                   batch_size=8, progress=False, ppl_limit=3, say=lines.append)
     out = tmp_path / "demo"
     for name in ("store.zarr/zarr.json", "aura.safetensors", "det0.safetensors", "damp.safetensors", "auroc.png",
@@ -31,7 +31,30 @@ def test_demo_reduced_end_to_end(tmp_path: Path) -> None:
     assert set(summary["comparisons"]) == {"aura", "det0", "damp", "preprompt", "preprompt+aura"}
     records = [json.loads(line) for line in (out / "eval/generations.jsonl").read_text().splitlines()]
     assert len(records) == 6 * 2 * 2  # arms x prompts x samples
+    assert {r["prompt"] for r in records} == {p.text for p in held_out_prompts(2)[:2]}
+    assert summary["prompts"]["source"].endswith("half 2)")
     aura, det0 = load_intervention(out / "aura.safetensors"), load_intervention(out / "det0.safetensors")
     assert det0.n_dampened() == matched_k(aura.alphas)
     assert "baseline" in result.table and "preprompt+aura" in result.table
     assert lines[0].startswith("[1/4] extract") and any(line.startswith("[4/4] eval") for line in lines)
+
+
+def test_halves_are_disjoint_and_half_is_checked() -> None:
+    from aura_stream.errors import InputError
+
+    one, two = held_out_prompts(1), held_out_prompts(2)
+    assert len(one) == len(two) == 150
+    assert not {p.text for p in one} & {p.text for p in two}
+    with pytest.raises(InputError, match="`--half` must be 1 or 2; got 3"):
+        held_out_prompts(3)
+
+
+def test_cli_demo_help_and_bad_half() -> None:
+    from aura_stream_cli.main import app
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["demo", "--help"]).output
+    assert "--half" in help_text and "aura-stream demo --seed 1 --half 2" in help_text
+    bad = runner.invoke(app, ["demo", "--half", "3"])
+    assert bad.exit_code == 2 and "--half" in bad.output
