@@ -1,172 +1,54 @@
-"""Generation with an intervention: every hooked neuron's output multiplied by its alpha.
+"""Generation with an intervention, batched, with the KV cache and seeded per-sequence sampling.
 
-The hooks sit on the Hugging Face modules (see :mod:`aura_stream.hookpoints`), so ``transformers``'
-own ``generate`` does the work, KV cache included: at each decoding step a hook sees the new
-positions only and dampens them, which equals dampening a full recompute.
-
-Sampling is reproducible and independent of how prompts are batched: each generated sequence
-``(prompt_index, sample_index)`` draws its uniforms from its own generator seeded with
-``(seed, prompt_index, sample_index)``, and ``transformers`` then picks that token greedily.
-Batch size and ``num_return_sequences`` therefore do not change a sequence (up to float
+Dampening is :mod:`aura_stream.dampening` (module hooks on the Hugging Face model, so
+``transformers``' own ``generate`` does the work, KV cache included); sampling is
+:mod:`aura_stream.sampling`. Sampling is reproducible and independent of how prompts are batched:
+each generated sequence ``(prompt_index, sample_index)`` draws its uniforms from its own generator
+seeded with ``(seed, prompt_index, sample_index)``, and ``transformers`` then picks that token
+greedily. Batch size and ``num_return_sequences`` therefore do not change a sequence (up to float
 rounding of padded batches, which could only move a draw sitting on a bin edge).
+
+The dampening names are re-exported here (``from aura_stream.generate import dampened`` keeps
+working).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from aura_stream._version import __version__
+from aura_stream.dampening import (
+    DAMPENERS,
+    FOLDED_ATTR,
+    DampenFn,
+    check_strength,
+    dampened,
+    hook_kind,
+    multiply,
+    resolve_intervention,
+)
 from aura_stream.errors import (
     DataFileError,
-    HookError,
     InputError,
-    InterventionError,
     MissingFileError,
 )
-from aura_stream.hookpoints import HOOK_KINDS, HookPoint, all_hook_points
-from aura_stream.interventions import Intervention, check_matches_model
-from aura_stream.model import FOLDED_ATTR, LoadedModel, attach
+from aura_stream.interventions import Intervention
+from aura_stream.model import LoadedModel
+from aura_stream.sampling import NUCLEUS_TOPK, RowSampler, nucleus_mask, processor_list
 
-DampenFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``fn(activation [..., d], alpha [d]) -> tensor`` of the same shape and dtype; a new tensor,
-never the input modified in place (Falcon adds attention into the MLP output after the hook)."""
-
-
-def multiply(activation: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """AurA's dampening: ``activation * alpha``, broadcast over every leading dimension.
-
-    Works for ``[batch, pos, d]`` and for OPT's flattened ``[batch * pos, d]`` alike.
-
-    Examples
-    --------
-    >>> multiply(torch.ones(1, 2, 3), torch.tensor([1.0, 0.5, 0.0])).tolist()
-    [[[1.0, 0.5, 0.0], [1.0, 0.5, 0.0]]]
-    """
-    return activation * alpha
-
-
-DAMPENERS: dict[str, DampenFn] = dict.fromkeys(HOOK_KINDS, multiply)
-"""Hook kind (``mlp.hook_pre``, ...) -> dampening function. Only :func:`multiply` can be folded."""
-
-
-
-def hook_kind(name: str) -> str:
-    """``blocks.3.mlp.hook_pre`` -> ``mlp.hook_pre``."""
-    parts = name.split(".", 2)
-    if len(parts) != 3 or parts[0] != "blocks" or not parts[1].isdigit():
-        raise HookError(f"hook name must look like blocks.<layer>.<kind>; got {name!r}.")
-    return parts[2]
-
-
-def resolve_intervention(
-    model: nn.Module, intervention: Intervention, *, strength: float | None = None
-) -> tuple[Intervention, list[HookPoint]]:
-    """Validate ``intervention`` against ``model`` and apply ``strength``.
-
-    Returns the intervention to use and the hook points it names, in forward order.
-
-    Raises
-    ------
-    InputError
-        ``strength`` outside [0, 1].
-    InterventionError
-        A hook missing from the model, a width mismatch, a NaN/inf or non-1-D alpha, or a
-        model that already holds a folded intervention.
-    HookError
-        A hook kind without a dampening function.
-    """
-    if strength is not None:
-        check_strength(strength)
-        intervention = intervention.with_strength(strength)
-    folded = getattr(model, FOLDED_ATTR, None)
-    if folded is not None:
-        raise InterventionError(
-            f"the model's weights must not already hold an intervention; they hold {folded}, and "
-            "dampening again would apply the alphas twice. Load the original model."
-        )
-    bad = [n for n, a in intervention.alphas.items()
-           if np.ndim(a) != 1 or not ((np.asarray(a, dtype=np.float64) >= 0) & (np.asarray(a) <= 1)).all()]
-    if bad:
-        raise InterventionError(
-            f"alphas must be 1-D arrays of finite values in [0, 1]; {', '.join(bad[:5])} hold(s) NaN/inf, "
-            "values outside [0, 1] or have the wrong shape. Recreate the intervention with `aura-stream score`."
-        )
-    points = all_hook_points(model)
-    check_matches_model(intervention, {n: p.width for n, p in points.items()})
-    unknown = sorted({hook_kind(n) for n in intervention.alphas} - set(DAMPENERS))
-    if unknown:
-        raise HookError(f"hook kind(s) {', '.join(unknown)} have no dampening function; "
-                        f"known: {', '.join(DAMPENERS)}.")
-    return intervention, [p for n, p in points.items() if n in intervention.alphas]
-
-
-def check_strength(strength: float) -> float:
-    """``strength`` must lie in [0, 1] (NaN fails too)."""
-    if not (0.0 <= strength <= 1.0):
-        raise InputError(f"`--strength` must be in [0, 1]; got {strength}. Use 1 for the file's "
-                         "alphas, 0 to disable them, or a value between to scale them towards 1.")
-    return strength
-
-
-@contextlib.contextmanager
-def dampened(
-    model: nn.Module, intervention: Intervention, *, strength: float | None = None
-) -> Iterator[list[HookPoint]]:
-    """Dampen the model's neurons while the ``with`` block runs.
-
-    Each hooked activation ``[batch, pos, d_hook]`` is replaced by ``DAMPENERS[kind](act, alpha)``,
-    at every position of every forward pass (with a KV cache: each step's new positions). Alpha
-    is moved to the activation's device and cast to its dtype once per (device, dtype), so
-    float16/bfloat16 activations stay in their dtype. Hooks whose alphas are all 1 are skipped
-    (multiplying by 1 is exact). Hooks are removed on exit, even when the body raises.
-
-    Parameters
-    ----------
-    model : transformers.PreTrainedModel
-    intervention : Intervention
-        Alphas keyed by hook name, each ``[d_hook]``.
-    strength : float in [0, 1], optional
-        Use ``1 - strength * (1 - alpha)``; None keeps the alphas as they are.
-
-    Yields
-    ------
-    list of HookPoint
-        The hooks attached.
-
-    Raises
-    ------
-    InputError, InterventionError, HookError
-        See :func:`resolve_intervention`; raised before any hook is attached.
-    """
-    intervention, points = resolve_intervention(model, intervention, strength=strength)
-    active = [p for p in points if not bool(np.all(intervention.alphas[p.name] == 1.0))]
-    alphas = {p.name: torch.from_numpy(np.array(intervention.alphas[p.name], dtype=np.float32))
-              for p in active}
-    fns = {p.name: DAMPENERS[hook_kind(p.name)] for p in active}
-    cache: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
-
-    def hook(point: HookPoint, act: torch.Tensor) -> torch.Tensor:
-        key = (point.name, act.device, act.dtype)
-        alpha = cache.get(key)
-        if alpha is None:
-            alpha = cache[key] = alphas[point.name].to(device=act.device, dtype=act.dtype)
-        return fns[point.name](act, alpha)
-
-    with attach(model, active, hook):
-        yield active
-
+__all__ = ["DAMPENERS", "FOLDED_ATTR", "NUCLEUS_TOPK", "DampenFn", "Generation", "GenerationSettings",
+           "check_generation_options", "check_prompts", "check_strength", "dampened", "generate", "hook_kind",
+           "multiply", "nucleus_mask", "read_jsonl", "read_prompts", "resolve_intervention", "write_jsonl"]
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -220,84 +102,6 @@ class Generation:
                 "n_new_tokens": self.n_new_tokens, "method": s.method,
                 "intervention_fingerprint": s.intervention_fingerprint, "strength": s.strength,
                 "settings": asdict(s), "version": __version__}
-
-
-NUCLEUS_TOPK = 1024  # candidates ranked with topk before a row falls back to a full sort
-
-
-def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """The tokens nucleus (top-p) sampling keeps, ``[rows, vocab]`` bool.
-
-    A token is kept when the probability of the tokens ranked above it is below ``top_p``: the
-    most likely tokens up to and including the one that reaches ``top_p`` (the set that
-    ``transformers``' ``TopPLogitsWarper`` keeps; sums here are float64, so the edge can differ
-    from its float32 sums only by rounding). The ``NUCLEUS_TOPK`` most likely tokens are ranked
-    with ``topk``; only rows whose nucleus is larger fall back to a full sort, which is what
-    makes this ~3x cheaper than sorting the whole vocabulary at every step.
-
-    Parameters
-    ----------
-    probs : torch.Tensor of shape [rows, vocab]
-        Each row a probability distribution.
-    top_p : float in (0, 1]
-
-    Examples
-    --------
-    >>> nucleus_mask(torch.tensor([[0.5, 0.1, 0.3, 0.1]]), 0.7).tolist()
-    [[True, False, True, False]]
-    """
-    if top_p >= 1.0:
-        return torch.ones_like(probs, dtype=torch.bool)
-
-    def ranked_keep(values: torch.Tensor) -> torch.Tensor:  # values sorted descending, [rows, k]
-        v = values.double()
-        return (v.cumsum(-1) - v) < top_p  # mass strictly above each token < top_p
-
-    k = min(NUCLEUS_TOPK, probs.shape[-1])
-    top, idx = probs.topk(k, dim=-1)  # [rows, k], descending
-    keep = ranked_keep(top)
-    mask = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, idx, keep)
-    wide = keep[:, -1].nonzero().flatten() if k < probs.shape[-1] else keep.new_zeros(0, dtype=torch.long)
-    if wide.numel():  # nucleus may extend past the k candidates: rank the whole row
-        full, full_idx = probs[wide].sort(dim=-1, descending=True)
-        mask[wide] = torch.zeros_like(full, dtype=torch.bool).scatter_(1, full_idx, ranked_keep(full))
-    return mask
-
-
-class _RowSampler:
-    """Logits processor: sample each row with its own generator and keep only that token.
-
-    ``transformers`` then decodes greedily, so it picks the sampled token. Temperature and top-k
-    use ``transformers``' own warpers, in its order, and top-p keeps the same nucleus as its
-    ``TopPLogitsWarper`` (:func:`nucleus_mask`), so the distribution is the one
-    ``model.generate(do_sample=True, ...)`` samples from. Each row draws one uniform from its
-    own generator and takes the token where the cumulative probability (in vocabulary order)
-    passes it: a row's draw does not depend on the other rows of the batch.
-    """
-
-    def __init__(self, rngs: list[np.random.Generator], temperature: float, top_k: int,
-                 top_p: float):
-        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper
-
-        self.rngs = rngs
-        self.top_p = top_p
-        self.warpers = LogitsProcessorList()
-        if temperature != 1.0:
-            self.warpers.append(TemperatureLogitsWarper(temperature))
-        if top_k != 0:
-            self.warpers.append(TopKLogitsWarper(top_k))
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        scores = self.warpers(input_ids, scores.float())  # type: ignore[arg-type]  # [rows, vocab]
-        probs = torch.softmax(scores, dim=-1)  # [rows, vocab]
-        kept = probs.masked_fill(~nucleus_mask(probs, self.top_p), 0.0)
-        cdf = kept.double().cumsum(-1)  # [rows, vocab]
-        u = torch.tensor([r.random() for r in self.rngs], dtype=cdf.dtype, device=cdf.device)
-        target = (u * cdf[:, -1]).unsqueeze(1)  # [rows, 1]
-        # the first token whose cumulative probability exceeds the draw; zero-probability
-        # tokens repeat their predecessor's cdf and can never be first
-        tokens = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
-        return torch.full_like(scores, -math.inf).scatter_(1, tokens, 0.0)
 
 
 def _positive(name: str, value: int, example: int) -> None:
@@ -500,16 +304,7 @@ def generate(
         raise InputError(f"`prompt_indices` must be {len(prompts)} distinct ints >= 0, one per "
                          f"prompt; got {list(prompt_indices or [])[:5]}.")
     model, tokenizer = loaded.model, loaded.tokenizer
-    ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-    bridge = getattr(loaded, "bridge", None)  # --backend transformer-lens: dampen through the bridge's hooks
-    if intervention is not None and bridge is not None:
-        from aura_stream import tl_hooks
-
-        intervention = tl_hooks.check_for_bridge(bridge, intervention, strength=strength)
-        ctx = tl_hooks.dampened(bridge, intervention)
-    elif intervention is not None:
-        intervention, _ = resolve_intervention(model, intervention, strength=strength)
-        ctx = dampened(model, intervention)
+    intervention, ctx = _dampening(loaded, intervention, strength)
     settings = GenerationSettings(
         model=loaded.model_id, dtype=loaded.dtype, max_new_tokens=max_new_tokens,
         do_sample=do_sample, top_p=top_p, top_k=top_k, temperature=temperature, seed=seed,
@@ -517,7 +312,7 @@ def generate(
         method=None if intervention is None else intervention.metadata.get("method"),
         intervention_fingerprint=None if intervention is None else intervention.fingerprint,
         strength=strength if intervention is not None else None,
-        backend="hf" if bridge is None else "transformer-lens",
+        backend="hf" if getattr(loaded, "bridge", None) is None else "transformer-lens",
     )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -525,7 +320,6 @@ def generate(
     _check_positions(model, lengths, max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # longest first: OOM shows early
     rows = [(p, s) for p in order for s in range(num_return_sequences)]
-    eos = _eos_ids(model)
     results: dict[tuple[int, int], Generation] = {}
     bar = tqdm(total=len(rows), unit="seq", desc="generate", disable=not progress,
                dynamic_ncols=True)
@@ -533,33 +327,52 @@ def generate(
         with ctx, torch.inference_mode():
             for start in range(0, len(rows), batch_size):
                 batch = rows[start:start + batch_size]
-                enc = tokenizer([prompts[p] for p, _ in batch], return_tensors="pt", padding=True,
-                                padding_side="left").to(loaded.device)
-                processors: list[Any] = []
-                if do_sample:
-                    rngs = [np.random.default_rng([seed, index[p], s]) for p, s in batch]
-                    processors.append(_RowSampler(rngs, temperature, top_k, top_p))
-                out = model.generate(
-                    input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                    do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id, use_cache=getattr(loaded, "kv_cache", True),
-                    logits_processor=_processor_list(processors),
-                )
-                new = out[:, enc["input_ids"].shape[1]:].tolist()  # [rows, new_tokens]
-                for (p, s), ids in zip(batch, new, strict=True):
-                    cut = next((i for i, t in enumerate(ids) if t in eos), len(ids))
-                    text = tokenizer.decode(ids[:cut], skip_special_tokens=True)
-                    results[(p, s)] = Generation(prompts[p], index[p], s, text, cut, settings)
+                texts = _generate_batch(loaded, [prompts[p] for p, _ in batch],
+                                        [(index[p], s) for p, s in batch], settings)
+                for (p, s), (text, n_new) in zip(batch, texts, strict=True):
+                    results[(p, s)] = Generation(prompts[p], index[p], s, text, n_new, settings)
                 bar.update(len(batch))
     finally:
         bar.close()
     return [results[key] for key in sorted(results)]
 
 
-def _processor_list(processors: list[Any]) -> Any:
-    from transformers import LogitsProcessorList
+def _dampening(loaded: LoadedModel, intervention: Intervention | None, strength: float | None
+               ) -> tuple[Intervention | None, contextlib.AbstractContextManager[Any]]:
+    """The intervention to record (strength applied) and the context that dampens the model."""
+    if intervention is None:
+        return None, contextlib.nullcontext()
+    bridge = getattr(loaded, "bridge", None)  # --backend transformer-lens: dampen through the bridge's hooks
+    if bridge is not None:
+        from aura_stream import tl_hooks
 
-    return LogitsProcessorList(processors)
+        intervention = tl_hooks.check_for_bridge(bridge, intervention, strength=strength)
+        return intervention, tl_hooks.dampened(bridge, intervention)
+    intervention, _ = resolve_intervention(loaded.model, intervention, strength=strength)
+    return intervention, dampened(loaded.model, intervention)
+
+
+def _generate_batch(loaded: LoadedModel, texts: list[str], seeds: list[tuple[int, int]],
+                    settings: GenerationSettings) -> list[tuple[str, int]]:
+    """One left-padded ``model.generate`` call: (continuation, new tokens up to EOS) per row."""
+    tokenizer = loaded.tokenizer
+    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(loaded.device)
+    processors: list[Any] = []
+    if settings.do_sample:
+        rngs = [np.random.default_rng([settings.seed, p, s]) for p, s in seeds]
+        processors.append(RowSampler(rngs, settings.temperature, settings.top_k, settings.top_p))
+    out = loaded.model.generate(
+        input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+        do_sample=False, num_beams=1, max_new_tokens=settings.max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id, use_cache=getattr(loaded, "kv_cache", True),
+        logits_processor=processor_list(processors),
+    )
+    eos = _eos_ids(loaded.model)
+    results = []
+    for ids in out[:, enc["input_ids"].shape[1]:].tolist():  # [rows, new_tokens]
+        cut = next((i for i, t in enumerate(ids) if t in eos), len(ids))
+        results.append((tokenizer.decode(ids[:cut], skip_special_tokens=True), cut))
+    return results
 
 
 def write_jsonl(generations: Sequence[Generation], path: str | Path) -> Path:

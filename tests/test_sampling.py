@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from aura_stream import generate as generate_module
+from aura_stream import sampling as sampling_module
 from aura_stream.evaluate import evaluate, iter_records
 from aura_stream.generate import nucleus_mask
 from aura_stream.hookpoints import all_hook_points
@@ -55,7 +55,7 @@ def test_nucleus_mask_equals_transformers_warper(vocab: int, top_p: float, tempe
 def test_nucleus_mask_falls_back_to_a_full_sort(monkeypatch: pytest.MonkeyPatch) -> None:
     logits = torch.randn(16, 4000, generator=torch.Generator().manual_seed(1)) * 0.1  # nuclei > 3,000 tokens
     expected = nucleus_mask(torch.softmax(logits, -1), 0.9)
-    monkeypatch.setattr(generate_module, "NUCLEUS_TOPK", 8)
+    monkeypatch.setattr(sampling_module, "NUCLEUS_TOPK", 8)
     narrow = nucleus_mask(torch.softmax(logits, -1), 0.9)
     assert expected.sum(-1).min() > 3000
     assert torch.equal(narrow, expected)
@@ -66,7 +66,7 @@ def test_sampled_tokens_follow_the_nucleus_distribution() -> None:
     """Many rows with the same logits and their own seeds: frequencies match the renormalised nucleus."""
     probs = torch.tensor([0.40, 0.25, 0.15, 0.10, 0.06, 0.04])
     rngs = [np.random.default_rng([7, i]) for i in range(20_000)]
-    sampler = generate_module._RowSampler(rngs, temperature=1.0, top_k=0, top_p=0.75)
+    sampler = sampling_module.RowSampler(rngs, temperature=1.0, top_k=0, top_p=0.75)
     scores = sampler(torch.zeros(len(rngs), 1, dtype=torch.long), probs.log().expand(len(rngs), -1).clone())
     picked = scores.argmax(-1)
     freq = torch.bincount(picked, minlength=6).double() / len(rngs)
