@@ -69,7 +69,9 @@ def _read_lines(path: str | os.PathLike[str], what: str) -> list[tuple[int, str]
         raise MissingFileError(f"`{what}` must be an existing file or {BUILTIN!r}; got "
                                f"{str(path)!r}, which does not exist.")
     if not p.is_file():
-        raise DataFileError(f"`{what}` must be a file; got {str(path)!r}, which is a directory.")
+        kind = "a directory" if p.is_dir() else "not a regular file (a pipe or device would block or never end)"
+        raise DataFileError(f"`{what}` must be a regular file; got {str(path)!r}, which is {kind}. "
+                            "Save the text to a file and pass its path.")
     data = p.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]

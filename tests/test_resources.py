@@ -155,8 +155,19 @@ def test_missing_and_directory_paths(tmp_path: Path) -> None:
         load_prompts(tmp_path / "nope.jsonl")
     with pytest.raises(FileNotFoundError):  # MissingFileError is a FileNotFoundError
         load_ppl_text(str(tmp_path / "nope.txt"))
-    with pytest.raises(DataFileError, match=r"must be a file; got .* which is a directory"):
+    with pytest.raises(DataFileError, match=r"must be a regular file; got .* which is a directory"):
         load_prompts(tmp_path)
+
+
+def test_fifo_is_refused_without_reading(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "prompts.fifo"
+    os.mkfifo(fifo)  # opening it for reading would block forever: it must never be opened
+    with pytest.raises(DataFileError, match=r"is not a regular file \(a pipe or device"):
+        load_prompts(str(fifo))
+    with pytest.raises(DataFileError, match="`ppl-text` must be a regular file|must be a regular file"):
+        load_ppl_text(str(fifo))
 
 
 # --------------------------------------------------------------------------- perplexity text
