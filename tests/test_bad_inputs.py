@@ -35,10 +35,11 @@ from tests.test_reliability import (  # noqa: F401  (fixtures used by name)
     edit_attrs,
     leftovers,
     offline,
-    one_thread,
     pickle_payload,
     tree,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 H = "blocks.0.mlp.hook_pre"  # 128 neurons in the tiny GPT-2
 FORMAT = "aura-stream-intervention/1"

@@ -166,7 +166,7 @@ def test_fifo_is_refused_without_reading(tmp_path: Path) -> None:
     os.mkfifo(fifo)  # opening it for reading would block forever: it must never be opened
     with pytest.raises(DataFileError, match=r"is not a regular file \(a pipe or device"):
         load_prompts(str(fifo))
-    with pytest.raises(DataFileError, match="`ppl-text` must be a regular file|must be a regular file"):
+    with pytest.raises(DataFileError, match="must be a regular file"):
         load_ppl_text(str(fifo))
 
 

@@ -28,9 +28,10 @@ from tests.test_reliability import (  # noqa: F401  (fixtures used by name)
     copy_store,
     leftovers,
     offline,
-    one_thread,
     tree,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 
 H = "blocks.0.mlp.hook_pre"
 
