@@ -46,7 +46,8 @@ def read_shape(model: str | Path) -> Shape:
     cfg = json.loads(path.read_text(encoding="utf-8"))
     model_type = str(cfg.get("model_type", ""))
     if model_type not in ARCHITECTURES:
-        raise ModelLoadError(f"architecture `{model_type}` is not supported; supported: {', '.join(sorted(ARCHITECTURES))}.")
+        raise ModelLoadError(f"architecture `{model_type}` is not supported; "
+                             f"supported: {', '.join(sorted(ARCHITECTURES))}.")
     d_model = _get(cfg, "hidden_size", "n_embd", "d_model")
     default_mlp = 4 * d_model
     d_mlp = _get(cfg, "intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim", default=default_mlp)
@@ -114,7 +115,8 @@ def estimate(shape: Shape, *, hooks: list[str] | None, n_poolings: int, n_sample
     n_blocks = math.ceil(n_samples / row_block)
     n_arrays = len(chosen) * n_poolings
     store_bytes = n_samples * neurons * n_poolings * BYTES[store_dtype]
-    n_files = n_arrays * (n_blocks + 1) + n_blocks + 1 + 2 * 2 + 1 + n_poolings + 1  # data+meta, progress, labels/ids, groups
+    # data + meta, progress, labels/ids, groups
+    n_files = n_arrays * (n_blocks + 1) + n_blocks + 1 + 2 * 2 + 1 + n_poolings + 1
     host = 3 * row_block * neurons * n_poolings * 4
     weight_bytes = n_params(shape) * BYTES[dtype]
     tokens = batch_size * max_length
@@ -162,7 +164,8 @@ def dry_run(*, model: str | None, hooks: list[str] | None, pooling: list[str], b
         f"samples    {est.n_samples:,} in {math.ceil(est.n_samples / row_block)} row blocks of {row_block}"
         + (f", {n_shards} shards" if n_shards > 1 else ""),
         f"store      {_fmt(est.store_bytes)} ({est.store_bytes:,} bytes, {store_dtype}) in about {est.n_files:,} files",
-        f"host RAM   {_fmt(est.host_bytes)} for row-block buffers (lower --row-block to shrink), plus the model if on CPU",
+        f"host RAM   {_fmt(est.host_bytes)} for row-block buffers (lower --row-block to shrink), "
+        "plus the model if on CPU",
         f"device     {_fmt(est.device_bytes)} (weights + batch {batch_size} x {max_length} tokens)",
         f"forwards   {est.n_forward:,} passes of batch {batch_size} ({est.n_forward - 1} + 1 probe)",
     ]
