@@ -43,7 +43,7 @@ from aura_stream.errors import (
     MissingFileError,
 )
 from aura_stream.interventions import Intervention
-from aura_stream.model import LoadedModel
+from aura_stream.model import LoadedModel, learned_position_limit
 from aura_stream.sampling import NUCLEUS_TOPK, RowSampler, nucleus_mask, processor_list
 
 __all__ = ["DAMPENERS", "FOLDED_ATTR", "NUCLEUS_TOPK", "DampenFn", "Generation", "GenerationSettings",
@@ -217,11 +217,10 @@ def _eos_ids(model: Any) -> set[int]:
 
 
 def _check_positions(model: Any, lengths: list[int], max_new_tokens: int) -> None:
-    """Learned absolute positions (GPT-2, OPT) end at a hard limit: fail in one line."""
-    config = model.config
-    if config.model_type not in ("gpt2", "opt"):
-        return  # rotary and ALiBi models run past max_position_embeddings (with care)
-    limit = int(config.max_position_embeddings)
+    """Learned absolute positions (GPT-2, OPT, ...) end at a hard limit: fail in one line."""
+    limit = learned_position_limit(model.config)
+    if limit is None:
+        return
     longest = max(range(len(lengths)), key=lambda i: lengths[i])
     if lengths[longest] + max_new_tokens > limit:
         raise InputError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -192,6 +193,18 @@ def load_model(
 LEARNED_POSITIONS = ("gpt2", "opt", "gpt_neo", "gpt_bigcode", "biogpt")  # a table that ends: IndexError past it
 
 
+def learned_position_limit(config: Any) -> int | None:
+    """Positions of a model with a learned absolute table (GPT-2, OPT, ...); None where none ends.
+
+    Rotary and ALiBi models run past ``max_position_embeddings`` (with care); a learned table
+    ends in an IndexError.
+    """
+    if getattr(config, "model_type", None) not in LEARNED_POSITIONS:
+        return None
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return limit if isinstance(limit, int) else None
+
+
 def check_max_length(model_id: str | None, max_length: int) -> None:
     """``--max-length`` must fit a model with learned absolute positions (read from config.json only)."""
     from transformers import AutoConfig
@@ -201,10 +214,8 @@ def check_max_length(model_id: str | None, max_length: int) -> None:
         config = AutoConfig.from_pretrained(name)
     except Exception:  # unreadable config: load_model reports it in its own words
         return
-    if getattr(config, "model_type", None) not in LEARNED_POSITIONS:
-        return
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if isinstance(limit, int) and max_length > limit:
+    limit = learned_position_limit(config)
+    if limit is not None and max_length > limit:
         raise InputError(f"`--max-length` must be <= {limit}, the positions of this {config.model_type} model; "
                          f"got {max_length}. Pass --max-length {limit}.")
 
@@ -245,12 +256,20 @@ def position_kwargs(model: nn.Module, attention_mask: torch.Tensor) -> dict[str,
     Without them a left-padded row would start at the position of its first pad token; with
     them every row's tokens sit at 0, 1, ... whatever the padding side (pads get 0: masked).
     """
-    import inspect
-
-    if "position_ids" not in inspect.signature(model.forward).parameters:
+    if not _takes_position_ids(type(model)):
         return {}  # e.g. ALiBi models (Bloom) have no positions to shift
     positions = attention_mask.long().cumsum(-1) - 1
     return {"position_ids": positions.clamp_min(0)}
+
+
+_TAKES_POSITION_IDS: dict[type[nn.Module], bool] = {}
+
+
+def _takes_position_ids(model_class: type[nn.Module]) -> bool:
+    """Whether the class's forward takes ``position_ids`` (read once per class, not per batch)."""
+    if model_class not in _TAKES_POSITION_IDS:
+        _TAKES_POSITION_IDS[model_class] = "position_ids" in inspect.signature(model_class.forward).parameters
+    return _TAKES_POSITION_IDS[model_class]
 
 
 class _StopForward(Exception):
