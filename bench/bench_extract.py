@@ -88,14 +88,16 @@ def main() -> None:
     data_bytes = sum(f.stat().st_size for f in files if "/activations/" in str(f))
     # RSS growth is about the pipeline, not the model: a 2-layer model of the same width keeps it quick
     rss_model = gpt2_small(work / "gpt2-2layer", n_layer=2)
-    small, large = synthetic_csv(work / "x1.csv", args.rss_samples), synthetic_csv(work / "x8.csv", 8 * args.rss_samples)
+    small = synthetic_csv(work / "x1.csv", args.rss_samples)
+    large = synthetic_csv(work / "x8.csv", 8 * args.rss_samples)
     rss1, rss8 = peak_rss_mb(rss_model, small, work / "r1.zarr"), peak_rss_mb(rss_model, large, work / "r8.zarr")
     print(table(rows))
     summary = {
         "median extract/bare throughput": round(ratios[len(ratios) // 2], 3),
         "samples": args.samples, "batch x tokens": f"{args.batch_size} x {args.max_length}",
         "files per store": len(files), "bytes per stored value": round(data_bytes / values, 3),
-        f"peak RSS MB at {args.rss_samples} samples": round(rss1), f"peak RSS MB at {8 * args.rss_samples} samples": round(rss8),
+        f"peak RSS MB at {args.rss_samples} samples": round(rss1),
+        f"peak RSS MB at {8 * args.rss_samples} samples": round(rss8),
         "RSS 8x / 1x": round(rss8 / rss1, 3),
     }
     print(table([summary]))

@@ -7,7 +7,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-WORDS = ["the", "cat", "sat", "on", "a", "mat", "while", "people", "argued", "about", "weather", "trains", "music", "stupid", "idiot", "lovely", "garden", "river", "idea", "number", "quickly", "slowly", "never", "always", "because", "question", "answer", "friend"]
+WORDS = [
+    "the", "cat", "sat", "on", "a", "mat", "while", "people", "argued", "about", "weather", "trains",
+    "music", "stupid", "idiot", "lovely", "garden", "river", "idea", "number", "quickly", "slowly", "never",
+    "always", "because", "question", "answer", "friend",
+]
 
 
 def gpt2_small(out: Path, *, n_layer: int = 12, vocab: int = 2048, seed: int = 0) -> Path:
