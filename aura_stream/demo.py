@@ -107,7 +107,8 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples
     if out.is_file():
         raise InputError(f"`--out` must be a directory; {str(out)!r} is a file.")
     store = out / "store.zarr"
-    say(f"[1/4] extract: pooled MLP activations of the demo model on {DEMO_DIR / 'demo_train.csv'}")
+    say(f"[1/4] extract: pooled MLP activations of the demo model on {DEMO_DIR / 'demo_train.csv'}\n"
+        "      (the model's own continuations of training prompts, labelled by the offline BiLSTM)")
     ext = extract(model=None, data=None, out=store, per_class=per_class, batch_size=32, overwrite=overwrite,
                   progress=progress)
     say(f"      {ext.n_samples} sentences x {sum(ext.hooks.values())} neurons in {len(ext.hooks)} hooks -> {store}")
