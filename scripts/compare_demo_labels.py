@@ -48,13 +48,19 @@ def compare(csv_path: Path, out: Path, dev: list, seeds: list[int], k: int) -> d
                            scorer=scorer, out_dir=out / f"eval_seed{seed}", samples_per_prompt=k, seed=seed,
                            batch_size=256, overwrite=True, progress=False, extra_arms=[Arm("det0", det0)],
                            prompts_source="build dev prompts", ppl_text_source="builtin")
-        per_seed[seed] = {arm: {c["metric"]: c["ratio"] for c in comps if c["group"] in ("all", "ppl_text")}
+        per_seed[seed] = {arm: {c["metric"]: _ratio(c["ratio"]) for c in comps if c["group"] in ("all", "ppl_text")}
                           for arm, comps in summary.data["comparisons"].items()}
-    geo = {f"{arm}_{m}": float(np.exp(np.mean([np.log(r[arm][m]) for r in per_seed.values()])))
+    # Geometric mean over seeds; NaN where a seed's ratio is undefined (e.g. no toxic prompt in either arm).
+    geo = {f"{arm}_{m}": float(np.exp(np.mean(np.log([r[arm][m] for r in per_seed.values()]))))
            for arm in ("aura", "det0") for m in METRICS}
     return {"csv": str(csv_path), "per_class": _per_class(csv_path), "max_auroc": float(aurocs.max()),
             "matched_k": n, "seeds": per_seed, "geometric_mean": geo,
             "perplexity": per_seed[seeds[0]]["aura"]["perplexity"]}
+
+
+def _ratio(value: object) -> float:
+    """A comparison's ratio as a float; NaN where the report gives none (a zero baseline or arm)."""
+    return float(value) if isinstance(value, (int, float)) else float("nan")
 
 
 def _per_class(path: Path) -> int:

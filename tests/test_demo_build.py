@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import compare_demo_labels  # noqa: E402
 from demo_assets import labelling  # noqa: E402
 from demo_assets.sources import Corpus  # noqa: E402
 
@@ -106,3 +107,33 @@ def test_label_stage_writes_a_balanced_jigsaw_csv(tmp_path: Path) -> None:
     n_tox = sum(r["toxic"] == "1" for r in rows)
     assert n_tox > 0 and sum(r["toxic"] == "0" for r in rows) <= n_tox
     assert not {r["comment_text"] for r in rows} & set(DEV + EVAL)
+
+
+def test_compare_demo_labels_runs_on_dev_prompts_and_reports_each_set(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from aura_stream.demo import matched_k
+    from aura_stream.interventions import load_intervention
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "corpus.json").write_text(json.dumps({"rtp_dev": [{"text": t} for t in DEV]}), encoding="utf-8")
+    compare_demo_labels.main([str(DEMO_DIR / "demo_train.csv"), "--work-dir", str(work), "--out",
+                              str(tmp_path / "cmp"), "--seeds", "0", "--k", "2"])
+    lines = capsys.readouterr().out.splitlines()
+    res = json.loads(lines[0])
+    aura = load_intervention(tmp_path / "cmp" / "set0" / "aura.safetensors")
+    assert res["matched_k"] == matched_k(aura.alphas)
+    assert res["max_auroc"] == pytest.approx(max(float(a.max()) for a in aura.aurocs.values()))
+    assert res["per_class"] == sum(r["toxic"] == "1" for r in csv.DictReader(
+        (DEMO_DIR / "demo_train.csv").open(encoding="utf-8", newline="")))
+    gens = (tmp_path / "cmp" / "set0" / "eval_seed0" / "generations.jsonl").read_text().splitlines()
+    assert {json.loads(g)["prompt"] for g in gens} == set(DEV)  # the dev prompts, nothing else
+    assert len(gens) == len(DEV) * 2 * 3  # k = 2 continuations x (baseline, aura, det0)
+    assert lines[1].startswith(f"| {DEMO_DIR / 'demo_train.csv'} | {res['per_class']} | ")
+
+
+def test_compare_demo_labels_refuses_a_missing_corpus(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"corpus\.json not found"):
+        compare_demo_labels.main([str(DEMO_DIR / "demo_train.csv"), "--work-dir", str(tmp_path)])
