@@ -104,7 +104,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="neutral prompts cut from clean training text, beside the RTP training prompts")
     p.add_argument("--n-check-prompts", type=int, default=50)
     p.add_argument("--k", type=int, default=10, help="continuations per prompt in the checks (the demo's default)")
+    p.add_argument("--train-near-duplicates", choices=("drop", "keep"), default="drop",
+                   help="RTP training prompts that nearly repeat a dev or evaluation prompt: drop them from "
+                        "training (default) or keep them (as the shipped weights were trained; MODEL_CARD.md)")
     args = p.parse_args(argv)
+    if not 0.0 <= args.clean_threshold < args.toxic_threshold <= 1.0:
+        p.error("need 0 <= --clean-threshold < --toxic-threshold <= 1; got "
+                f"{args.clean_threshold} and {args.toxic_threshold}")
+    small = [f"--{k.replace('_', '-')} {v}" for k, v in (("max_per_class", args.max_per_class),
+                                                       ("label_samples", args.label_samples)) if v < 1]
+    if small or args.label_neutral_prompts < 0:
+        p.error(f"--max-per-class and --label-samples must be >= 1, --label-neutral-prompts >= 0; got "
+                f"{small or args.label_neutral_prompts}")
     bad = [s for s in args.stages.split(",") if s not in STAGES]
     if bad:
         p.error(f"--stages must be a comma list of {STAGES}; got unknown {bad}")

@@ -51,11 +51,16 @@ def compare(csv_path: Path, out: Path, dev: list, seeds: list[int], k: int) -> d
         per_seed[seed] = {arm: {c["metric"]: _ratio(c["ratio"]) for c in comps if c["group"] in ("all", "ppl_text")}
                           for arm, comps in summary.data["comparisons"].items()}
     # Geometric mean over seeds; NaN where a seed's ratio is undefined (e.g. no toxic prompt in either arm).
-    geo = {f"{arm}_{m}": float(np.exp(np.mean(np.log([r[arm][m] for r in per_seed.values()]))))
+    geo = {f"{arm}_{m}": geometric_mean([r[arm][m] for r in per_seed.values()])
            for arm in ("aura", "det0") for m in METRICS}
     return {"csv": str(csv_path), "per_class": _per_class(csv_path), "max_auroc": float(aurocs.max()),
             "matched_k": n, "seeds": per_seed, "geometric_mean": geo,
             "perplexity": per_seed[seeds[0]]["aura"]["perplexity"]}
+
+
+def geometric_mean(values: list[float]) -> float:
+    """Geometric mean of ratios (NaN if any is NaN)."""
+    return float(np.exp(np.mean(np.log(np.asarray(values, dtype=np.float64)))))
 
 
 def _ratio(value: object) -> float:
@@ -80,15 +85,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     corpus = Path(a.work_dir) / "corpus.json"
+    if not corpus.is_file():
+        sys.exit(f"error: {corpus} not found; run `scripts/build_demo_assets.py --stages corpus` first "
+                 "(or pass the build's --work-dir).")
     missing = [str(c) for c in a.csv if not c.is_file()]
-    if not corpus.is_file() or missing:
-        sys.exit(f"error: {corpus if not corpus.is_file() else missing} not found; run "
-                 "`scripts/build_demo_assets.py --stages corpus` first and pass existing CSVs.")
+    if missing:
+        sys.exit(f"error: labelled CSV not found: {', '.join(missing)}; pass existing files.")
+    try:
+        seeds = [int(s) for s in a.seeds.split(",")]
+    except ValueError:
+        sys.exit(f"error: --seeds must be a comma list of integers, e.g. 0,1,2; got {a.seeds!r}.")
     torch.set_num_threads(a.threads)
     from aura_stream.resources import Prompt
 
     dev = [Prompt(r["text"]) for r in json.loads(corpus.read_text(encoding="utf-8"))["rtp_dev"]]
-    seeds = [int(s) for s in a.seeds.split(",")]
     for i, path in enumerate(a.csv):
         res = compare(path, a.out / f"set{i}", dev, seeds, a.k)
         print(json.dumps(res))

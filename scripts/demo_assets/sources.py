@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import glob
 import json
 import re
@@ -145,9 +146,42 @@ def split_rtp(
     return train, dev, rtp_eval
 
 
-def build_corpus(seed: int, n_eval_prompts: int, n_dev_prompts: int, val_fraction: float) -> Corpus:
+def _normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def near_duplicates(texts: list[str], held_out: list[str], threshold: float = 0.8) -> list[tuple[int, int, float]]:
+    """``(i, j, similarity)`` for each ``texts[i]`` that nearly repeats ``held_out[j]``.
+
+    RTP's prompts are deduplicated only exactly, and a few of them are the same sentence with a word
+    or a quote mark more: a training prompt like that would leak a held-out prompt. Texts are compared
+    lower-cased with punctuation removed; a pair is a near duplicate where one is a prefix of the other
+    (at least 20 characters) or their ``difflib`` similarity is at least ``threshold``.
+    """
+    norm_held = [_normalise(h) for h in held_out]
+    out = []
+    for i, text in enumerate(texts):
+        a = _normalise(text)
+        for j, b in enumerate(norm_held):
+            sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+            prefix = min(len(a), len(b)) >= 20 and (a.startswith(b) or b.startswith(a))
+            if prefix or (sm.quick_ratio() >= threshold and sm.ratio() >= threshold):
+                out.append((i, j, round(sm.ratio(), 3)))
+    return out
+
+
+def held_out_rtp(corpus: Corpus) -> list[str]:
+    return [r["text"] for r in corpus.rtp_dev] + [r["text"] for r in corpus.rtp_eval]
+
+
+def build_corpus(seed: int, n_eval_prompts: int, n_dev_prompts: int, val_fraction: float,
+                 train_near_duplicates: str = "drop") -> Corpus:
     rng = np.random.default_rng(seed)
     rtp_train, rtp_dev, rtp_eval = split_rtp(load_rtp(), seed, n_eval_prompts, n_dev_prompts)
+    if train_near_duplicates == "drop":
+        held = [r["text"] for r in rtp_dev + rtp_eval]
+        leaks = {i for i, _, _ in near_duplicates([r["text"] for r in rtp_train], held)}
+        rtp_train = [r for i, r in enumerate(rtp_train) if i not in leaks]
     train: dict[str, list[str]] = {"rtp": [r["text"] for r in rtp_train]}
     val: dict[str, list[str]] = {}
     loaders = {
@@ -196,7 +230,7 @@ def epoch_docs(corpus_train: dict[str, list[str]], rng: np.random.Generator) -> 
 
 
 def neutral_prompts(val: dict[str, list[str]], rng: np.random.Generator, n: int) -> list[str]:
-    """Short neutral prompts cut from held-out clean text."""
+    """Short neutral prompts cut from the first lines of clean text units (held-out or training text)."""
     plan = {"book": (0.4, 8), "chatterbot": (0.3, 0), "falseclaims": (0.3, 5)}
     out: list[str] = []
     for name, (share, n_words) in plan.items():
@@ -210,7 +244,8 @@ def neutral_prompts(val: dict[str, list[str]], rng: np.random.Generator, n: int)
 
 
 def stage_corpus(args: argparse.Namespace) -> Corpus:
-    corpus = build_corpus(args.seed, args.n_eval_prompts, args.n_dev_prompts, args.val_fraction)
+    corpus = build_corpus(args.seed, args.n_eval_prompts, args.n_dev_prompts, args.val_fraction,
+                          args.train_near_duplicates)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "eval_prompts.jsonl", "w", encoding="utf-8") as fh:
@@ -242,6 +277,12 @@ def stage_corpus(args: argparse.Namespace) -> Corpus:
     for k, v in corpus.val.items():
         stats[k].update(val_units=len(v), val_chars=sum(map(len, v)))
     stats["rtp"].update(eval_prompts=len(corpus.rtp_eval), dev_prompts=len(corpus.rtp_dev))
+    held = held_out_rtp(corpus)
+    n_dev = len(corpus.rtp_dev)
+    leaks = [{"train": corpus.rtp_train[i]["text"], "held_out": held[j], "similarity": sim,
+              "held_out_split": "dev" if j < n_dev else f"eval half {corpus.rtp_eval[j - n_dev]['half']}"}
+             for i, j, sim in near_duplicates([r["text"] for r in corpus.rtp_train], held)]
+    stats["rtp"].update(train_near_duplicates=args.train_near_duplicates, near_duplicates_in_train=leaks)
     update_metrics(args, corpus=stats)
     print(json.dumps(stats, indent=1))
     return corpus
