@@ -167,7 +167,7 @@ LABEL_CHOICE = [
     "2.66 / 1.73 / 1.78 | 2.08 | 0.97 |\n",
     "The sets of continuations beat the training-text sentences on every AurA measure. The larger set was "
     "taken over the 20-per-prompt one because more data makes the AUROCs less noisy and its three seeds "
-    "agreed more closely (2.46, 2.17, 2.31 against 2.70, 2.17, 3.33); the set this script then drew (40 "
+    "agreed more closely (2.45, 2.17, 2.31 against 2.70, 2.17, 3.33); the set this script then drew (40 "
     "continuations per prompt in one call, other seeds) gave a similar mean on the dev prompts but a wider "
     "spread (2.08, 2.00, 3.00). The shipped set is drawn the same way without the two prompts that nearly "
     "repeat held-out ones (see near duplicates above), which shifts the seeds of every later prompt: a "
@@ -229,8 +229,8 @@ STOP_CHOICE = [
     "(same run, float32, the same pipeline on the dev prompts) gave 1.00x / 1.03x / 1.09x and 1.23x / 1.04x / "
     "1.19x. The dev effect moves a lot from one checkpoint to the next and the dev set is small, so the "
     "chosen checkpoint's dev numbers are optimistic; the held-out halves (`docs/demo.md`), never looked at "
-    "while choosing, are the measurement. The shipped weights are that run's step-600 checkpoint, finalised "
-    "by `--stop-at 600`; a from-scratch rebuild reproduces them (see Rebuild).\n",
+    "while choosing the checkpoint, are the measurement. The shipped weights are that run's step-600 "
+    "checkpoint, finalised by `--stop-at 600`; a from-scratch rebuild reproduces them (see Rebuild).\n",
 ]
 
 
