@@ -111,11 +111,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0.0 <= args.clean_threshold < args.toxic_threshold <= 1.0:
         p.error("need 0 <= --clean-threshold < --toxic-threshold <= 1; got "
                 f"{args.clean_threshold} and {args.toxic_threshold}")
-    small = [f"--{k.replace('_', '-')} {v}" for k, v in (("max_per_class", args.max_per_class),
-                                                       ("label_samples", args.label_samples)) if v < 1]
-    if small or args.label_neutral_prompts < 0:
+    bad_counts = [f"--{name.replace('_', '-')} {value}" for name, value, least in (
+        ("max_per_class", args.max_per_class, 1), ("label_samples", args.label_samples, 1),
+        ("label_neutral_prompts", args.label_neutral_prompts, 0)) if value < least]
+    if bad_counts:
         p.error(f"--max-per-class and --label-samples must be >= 1, --label-neutral-prompts >= 0; got "
-                f"{small or args.label_neutral_prompts}")
+                f"{', '.join(bad_counts)}")
     bad = [s for s in args.stages.split(",") if s not in STAGES]
     if bad:
         p.error(f"--stages must be a comma list of {STAGES}; got unknown {bad}")

@@ -42,12 +42,13 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n", text) if s.strip()]
 
 
-def _dedup(cands: list[tuple[str, str]], max_words: int) -> list[tuple[str, str]]:
+def _dedup(cands: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One line each, 4-60 words, first occurrence of each text kept."""
     seen: set[str] = set()
     out = []
     for src, s in cands:
         s = one_line(s)
-        if 4 <= len(s.split()) <= max_words and s not in seen:
+        if 4 <= len(s.split()) <= 60 and s not in seen:
             seen.add(s)
             out.append((src, s))
     return out
@@ -60,7 +61,7 @@ def candidate_sentences(corpus: Corpus) -> list[tuple[str, str]]:
     for name in ("chatterbot", "book", "falseclaims"):
         for unit in corpus.train[name]:
             cands += [(name, s) for s in split_sentences(unit)]
-    return _dedup(cands, 60)
+    return _dedup(cands)
 
 
 def generation_prompts(args: argparse.Namespace, corpus: Corpus) -> list[tuple[str, str]]:
@@ -86,7 +87,7 @@ def generated_candidates(args: argparse.Namespace, corpus: Corpus) -> list[tuple
     gens = generate(load_model(args.out), [p for _, p in prompts], num_return_sequences=args.label_samples,
                     max_new_tokens=20, top_p=0.9, top_k=0, seed=args.seed + 30_000, batch_size=256, progress=True)
     cands = [(prompts[i // args.label_samples][0], g.continuation) for i, g in enumerate(gens)]
-    return _dedup(cands, 60)
+    return _dedup(cands)
 
 
 def load_default_scorer() -> Any:
@@ -120,7 +121,7 @@ def stage_label(args: argparse.Namespace, corpus: Corpus) -> None:
     if args.label_from in ("pool", "both"):
         cands += candidate_sentences(corpus)
     if args.label_from in ("generated", "both"):
-        cands = _dedup(cands + generated_candidates(args, corpus), 60)  # a continuation may repeat a sentence
+        cands = _dedup(cands + generated_candidates(args, corpus))  # a continuation may repeat a sentence
     scores = np.asarray(scorer.score([s for _, s in cands]), dtype=np.float64)
     rng = np.random.default_rng(args.seed + 2)
     src = np.array([c[0] for c in cands])
