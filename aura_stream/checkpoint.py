@@ -184,7 +184,8 @@ class Checkpoint:
                 keys[name] = key
         return keys, missing
 
-    def read(self, keys: Iterable[str], *, pin_memory: bool = False, drop_cache: bool = True) -> dict[str, torch.Tensor]:
+    def read(self, keys: Iterable[str], *, pin_memory: bool = False,
+             drop_cache: bool = True) -> dict[str, torch.Tensor]:
         """Read the named tensors into fresh CPU tensors (never a view of a mapped file).
 
         Parameters
