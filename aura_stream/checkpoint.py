@@ -17,7 +17,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,13 +161,16 @@ class Checkpoint:
         """Bytes of the named tensors."""
         return sum(self.entries[k].nbytes for k in keys)
 
-    def resolve(self, param_names: Sequence[str], base_model_prefix: str) -> tuple[dict[str, str], list[str]]:
+    def resolve(self, param_names: Sequence[str], base_model_prefix: str,
+                aliases: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
         """Checkpoint key of each model parameter name, and the names with none.
 
         A checkpoint saved from the bare base model lacks ``base_model_prefix.`` (GPT-2's hub
         files say ``h.0.mlp.c_fc.weight`` for ``transformer.h.0.mlp.c_fc.weight``); both spellings
-        are accepted.
+        are accepted. ``aliases`` maps renamed keys (``transformers``' load-time renames, e.g.
+        GPT-NeoX's ``embed_out`` -> ``lm_head``) to the keys in the files.
         """
+        lookup = {**(aliases or {}), **{k: k for k in self.entries}}
         keys: dict[str, str] = {}
         missing: list[str] = []
         prefix = f"{base_model_prefix}." if base_model_prefix else ""
@@ -177,7 +180,7 @@ class Checkpoint:
                 candidates.append(name[len(prefix):])
             elif prefix:
                 candidates.append(prefix + name)
-            key = next((c for c in candidates if c in self.entries), None)
+            key = next((lookup[c] for c in candidates if c in lookup), None)
             if key is None:
                 missing.append(name)
             else:
