@@ -228,7 +228,8 @@ def _run_block(capture: PooledCapture | BridgeCapture, loaded: LoadedModel, text
 
 def _spec(loaded: LoadedModel, texts: LabelledTexts, points: list[HookPoint], poolings: list[Pooling], *,
           max_length: int, store_dtype: str, row_block: int, n_shards: int,
-          config: Mapping[str, Any] | None) -> StoreSpec:
+          config: Mapping[str, Any] | None, weights: str | None = None,
+          backend_info: Mapping[str, Any] | None = None) -> StoreSpec:
     import transformers
     import zarr
 
@@ -238,11 +239,11 @@ def _spec(loaded: LoadedModel, texts: LabelledTexts, points: list[HookPoint], po
         "tokenizer": str(getattr(loaded.tokenizer, "name_or_path", "")), "max_length": max_length,
         "poolings": list(poolings), "hooks": hooks, "dataset_fingerprint": texts.fingerprint,
         "n_samples": len(texts), "store_dtype": store_dtype, "row_block": row_block, "n_shards": n_shards,
-        "weights": weights_fingerprint(loaded.model),
+        "weights": weights or weights_fingerprint(loaded.model),
     }
     provenance = {
         "model_type": str(getattr(loaded.model.config, "model_type", "")),
-        "selection": texts.selection, "config": dict(config or {}), **describe(loaded),
+        "selection": texts.selection, "config": dict(config or {}), **(describe(loaded) if backend_info is None else backend_info),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"aura_stream": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "zarr": zarr.__version__,
@@ -256,8 +257,9 @@ def _spec(loaded: LoadedModel, texts: LabelledTexts, points: list[HookPoint], po
 class _BackgroundWriter:
     """Writes finished row blocks on a thread, so disk overlaps with the next forward passes."""
 
-    def __init__(self, store: ActivationStore, depth: int = 2):
+    def __init__(self, store: ActivationStore, depth: int = 2, *, complete: bool = True):
         self.store = store
+        self.complete = complete  # False: the streamed backend flags blocks itself after the last layer
         self.queue: queue.Queue[tuple[int, dict[tuple[str, str], np.ndarray]] | None] = queue.Queue(depth)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._loop, name="aura-stream-writer", daemon=True)
@@ -267,7 +269,7 @@ class _BackgroundWriter:
         while (item := self.queue.get()) is not None:
             if self.error is None:
                 try:
-                    self.store.write_block(*item)
+                    self.store.write_block(*item, complete=self.complete)
                 except BaseException as exc:  # handed to the main thread
                     self.error = exc
 

@@ -252,8 +252,11 @@ class ActivationStore:
         done = self.completed()
         return sum(self.block_rows(b).stop - self.block_rows(b).start for b in np.flatnonzero(~done).tolist())
 
-    def write_block(self, block: int, data: Mapping[tuple[str, str], np.ndarray]) -> None:
-        """Write one row block of every array, then mark it complete (idempotent).
+    def write_block(self, block: int, data: Mapping[tuple[str, str], np.ndarray], *, complete: bool = True) -> None:
+        """Write one row block of the given arrays, then mark it complete (idempotent).
+
+        ``complete=False`` leaves the flag alone: the streamed backend writes a block one decoder
+        layer at a time and marks it with :meth:`mark_complete` once every array holds it.
 
         Parameters
         ----------
@@ -272,6 +275,11 @@ class ActivationStore:
             # all-zero blocks are written too: a missing file must always mean "not written"
             arr = self.activations(pooling, hook_name).with_config({"write_empty_chunks": True})
             arr[rows] = values.astype(dtype, copy=False)
+        if complete:
+            self.mark_complete(block)
+
+    def mark_complete(self, block: int) -> None:
+        """Flag row block ``block`` complete (after every array holds its rows)."""
         self.group["progress"][block] = 1  # type: ignore[index]
 
     def write_scores(self, pooling: str, hook_name: str, auroc: np.ndarray, provenance: dict[str, Any]) -> None:
