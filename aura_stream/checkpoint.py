@@ -228,7 +228,7 @@ class Checkpoint:
 
 def _pread_into(fd: int, buf: torch.Tensor, offset: int, path: Path) -> None:
     """Fill ``buf`` (uint8) from ``offset``; a short read means the file shrank under us."""
-    view = memoryview(buf.numpy()).cast("B")
+    view = memoryview(buf.numpy()).cast("B")  # type: ignore[arg-type]
     done = 0
     while done < len(view):
         n = os.preadv(fd, [view[done:]], offset + done)

@@ -134,9 +134,51 @@ def _fmt(n: float) -> str:
     raise AssertionError
 
 
+def block_params(shape: Shape) -> int:
+    """Parameters of one decoder block (attention and MLP; norms are negligible)."""
+    d = shape.d_model
+    attn = 2 * d * d + 2 * d * (shape.n_kv_heads * d // shape.n_heads)
+    return attn + (3 if shape.gated else 2) * d * shape.d_mlp
+
+
+def modes_lines(shape: Shape, est: Estimate, *, n_poolings: int, batch_size: int, max_length: int,
+                row_block: int, dtype: str, budget: int | None, stream_weights: bool) -> list[str]:
+    """Peak memory, bytes read and passes of the in-memory and the streamed run, and which one fits."""
+    from aura_stream.extract_streamed import RUNTIME_BYTES, default_budget, plan
+
+    size = BYTES[dtype]
+    source = "--max-memory" if budget is not None else "free now, cgroup included; set it with --max-memory"
+    budget = default_budget() if budget is None else budget
+    last = max(int(n.split(".")[1]) for n in est.hooks)
+    block = block_params(shape) * size
+    resident = shape.vocab * shape.d_model * size
+    layer_neurons = max(sum(w for n, w in est.hooks.items() if int(n.split(".")[1]) == i) for i in range(last + 1))
+    sp = plan(budget=budget, resident=resident, block_compute=block, block_disk=block,
+              weights_read=resident + (last + 1) * block, d_model=shape.d_model, d_mlp=shape.d_mlp,
+              n_heads=shape.n_heads, batch_size=batch_size, max_length=max_length, row_block=row_block,
+              layer_neurons=layer_neurons, n_poolings=n_poolings, hidden_tokens=est.n_samples * max_length,
+              itemsize=size)
+    in_memory_peak = est.weight_bytes + RUNTIME_BYTES + sp.workspace + est.host_bytes
+    fits = in_memory_peak <= budget
+    thrash = f"up to {_fmt(est.weight_bytes * est.n_forward)} (weights re-read every batch)"
+    lines = [
+        f"budget     {_fmt(budget)} ({source})",
+        f"in memory  peak ~{_fmt(in_memory_peak)}; reads {_fmt(est.weight_bytes) if fits else thrash}; "
+        f"{est.n_forward:,} batches; {'fits' if fits else 'DOES NOT FIT: pass --stream-weights'}",
+        f"streamed   peak ~{_fmt(sp.peak)} (2 blocks {_fmt(sp.blocks)}, embeddings {_fmt(sp.resident)}, "
+        f"hidden {_fmt(sp.hidden_in_memory)} in memory + {_fmt(sp.spilled)} spilled); reads "
+        f"{_fmt(sp.weights_read)} of weights in 1 pass over {last + 1} blocks"
+        + ("" if sp.fixed <= budget else f"; DOES NOT FIT: needs --max-memory >= {_fmt(sp.fixed)}"),
+    ]
+    if stream_weights:
+        lines.append("mode       --stream-weights")
+    return lines
+
+
 def dry_run(*, model: str | None, hooks: list[str] | None, pooling: list[str], batch_size: int, max_length: int,
             data: str | None, per_class: int | None, dtype: str, store_dtype: str, row_block: int,
-            n_shards: int = 1, n_samples: int | None = None) -> str:
+            n_shards: int = 1, n_samples: int | None = None, stream_weights: bool = False,
+            budget: int | None = None) -> str:
     """The dry-run report as text (CLI ``extract --dry-run``)."""
     from aura_stream.model import demo_model_dir
 
@@ -169,4 +211,6 @@ def dry_run(*, model: str | None, hooks: list[str] | None, pooling: list[str], b
         f"device     {_fmt(est.device_bytes)} (weights + batch {batch_size} x {max_length} tokens)",
         f"forwards   {est.n_forward:,} passes of batch {batch_size} ({est.n_forward - 1} + 1 probe)",
     ]
+    lines += modes_lines(shape, est, n_poolings=len(pooling), batch_size=batch_size, max_length=max_length,
+                         row_block=row_block, dtype=dtype, budget=budget, stream_weights=stream_weights)
     return "\n".join(lines)

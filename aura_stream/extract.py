@@ -101,6 +101,9 @@ def extract(
     progress: bool = True,
     config: Mapping[str, Any] | None = None,
     backend: str | None = None,
+    stream_weights: bool = False,
+    memory_budget: int | None = None,
+    scratch_dir: str | Path | None = None,
 ) -> ExtractResult:
     """Run labelled sentences through a model and store pooled activations per hook.
 
@@ -122,6 +125,15 @@ def extract(
     backend : {"hf", "transformer-lens"}, optional
         ``hf`` (default): hooks on the Hugging Face modules. ``transformer-lens``: forward passes and
         hooks through a ``TransformerBridge`` (see :mod:`aura_stream.tl`); same stored values.
+    stream_weights : bool
+        Read the weights one decoder block at a time from the safetensors shards (layer-major,
+        :mod:`aura_stream.extract_streamed`): for models larger than memory; same stored values.
+    memory_budget : int, optional
+        Bytes the run may use (default: what the process may allocate now, cgroup included). With
+        ``stream_weights`` it sizes the hidden states kept in memory (the rest spill to
+        ``scratch_dir``); without, a model whose weights exceed it is refused before loading.
+    scratch_dir : path, optional
+        Where hidden states that do not fit spill (default: beside the store).
 
     Returns
     -------
@@ -149,8 +161,20 @@ def extract(
     if not device_map:
         resolve_device(device)
     check_max_length(model, max_length)
+    if stream_weights:
+        _check_streamable(model, backend, device_map, device)
+    else:
+        from aura_stream.extract_streamed import check_fits_in_memory
+
+        check_fits_in_memory(model if isinstance(model, (str, Path)) else None, dtype=dtype, budget=memory_budget,
+                             device=device, device_map=device_map)
     texts = load_labelled(data, text_column=text_column, label_column=label_column,
                           per_class=per_class, seed=seed)
+    if stream_weights:
+        return _extract_streamed(model, texts, out, hooks=hooks, poolings=poolings, batch_size=batch_size,
+                                 max_length=max_length, dtype=dtype, device=device, store_dtype=store_dtype,
+                                 overwrite=overwrite, shard=shard, row_block=row_block, progress=progress,
+                                 config=config, memory_budget=memory_budget, scratch_dir=scratch_dir)
     capture: PooledCapture | BridgeCapture
     if backend == "hf":
         loaded = load_model(model, dtype=dtype, device=device, device_map=device_map,  # type: ignore[arg-type]
@@ -187,6 +211,44 @@ def extract(
         bar.close()
     return ExtractResult(out, len(texts), len(todo), len(mine) - len(todo), dict(store.hooks),
                          time.perf_counter() - start)
+
+
+def _check_streamable(model: Any, backend: str, device_map: str | None, device: str) -> None:
+    """``--stream-weights`` runs its own backend on one device, from a local directory."""
+    if backend != "hf":
+        raise InputError(f"`--stream-weights` runs its own streamed backend; got --backend {backend}. "
+                         "Drop --backend (or --stream-weights).")
+    if device_map:
+        raise InputError(f"`--stream-weights` must not come with `--device-map` (got {device_map!r}): it moves one "
+                         "decoder block at a time to --device itself. Drop --device-map.")
+    if model is not None and not Path(str(model)).is_dir():
+        raise InputError(f"`--stream-weights` needs `--model` to be a local directory of safetensors shards; "
+                         f"got {str(model)!r}. Download the model first.")
+
+
+def _extract_streamed(model: Any, texts: LabelledTexts, out: Path, *, hooks: Sequence[str] | None,
+                      poolings: list[Pooling], batch_size: int, max_length: int, dtype: str, device: str,
+                      store_dtype: str, overwrite: bool, shard: tuple[int, int], row_block: int, progress: bool,
+                      config: Mapping[str, Any] | None, memory_budget: int | None,
+                      scratch_dir: str | Path | None) -> ExtractResult:
+    """The layer-major ``extract`` (:mod:`aura_stream.extract_streamed`)."""
+    from aura_stream.backends.streamed import StreamedModel
+    from aura_stream.extract_streamed import run_streamed
+    from aura_stream.model import demo_model_dir
+
+    sm = StreamedModel(model or demo_model_dir(), dtype=dtype, device=resolve_device(device))
+    available = sm.hook_points()
+    points = [available[n] for n in match_hooks(list(hooks) if hooks else default_patterns(available), available)]
+    spec = _spec(sm, texts, points, poolings, max_length=max_length, store_dtype=store_dtype,  # type: ignore[arg-type]
+                 row_block=min(row_block, len(texts)), n_shards=shard[1], config=config,
+                 weights=sm.weights_fingerprint(), backend_info={"backend": "streamed"})
+    store = ActivationStore.create_or_open(out, spec, overwrite=overwrite)
+    done = store.completed()
+    mine = [b for b in range(store.n_blocks) if b % shard[1] == shard[0]]
+    todo = [b for b in mine if not done[b]]
+    run = run_streamed(sm, store, texts, points, poolings, todo, batch_size=batch_size, max_length=max_length,
+                       budget=memory_budget, scratch_dir=scratch_dir, progress=progress)
+    return ExtractResult(out, len(texts), len(todo), len(mine) - len(todo), dict(store.hooks), run.seconds)
 
 
 def _probe(capture: PooledCapture | BridgeCapture, loaded: LoadedModel, texts: list[str], max_length: int) -> None:
@@ -243,7 +305,8 @@ def _spec(loaded: LoadedModel, texts: LabelledTexts, points: list[HookPoint], po
     }
     provenance = {
         "model_type": str(getattr(loaded.model.config, "model_type", "")),
-        "selection": texts.selection, "config": dict(config or {}), **(describe(loaded) if backend_info is None else backend_info),
+        "selection": texts.selection, "config": dict(config or {}),
+        **(describe(loaded) if backend_info is None else backend_info),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"aura_stream": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "zarr": zarr.__version__,

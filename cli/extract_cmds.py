@@ -59,7 +59,15 @@ def hooks_cmd(model: str | None, patterns: tuple[str, ...], backend: str) -> Non
               show_default=True, help="Model weights dtype.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--device-map", default=None, help="Spread a large model over devices, e.g. auto.")
-@click.option("--max-memory", default=None, help="Per-device memory for --device-map, e.g. 0:70GiB,1:70GiB.")
+@click.option("--max-memory", default=None,
+              help="Memory budget: a size (e.g. 8GiB; default: what is free, cgroup included) that sizes "
+                   "--stream-weights and refuses an in-memory model that does not fit; or per-device memory for "
+                   "--device-map, e.g. 0:70GiB,1:70GiB.")
+@click.option("--stream-weights", is_flag=True,
+              help="Read the weights one decoder block at a time from the safetensors shards (models larger "
+                   "than memory); same stored values, each weight read once per run.")
+@click.option("--scratch-dir", type=click.Path(file_okay=False), default=None,
+              help="Where hidden states beyond --max-memory spill with --stream-weights (default: beside --out).")
 @click.option("--store-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--row-block", type=int, default=256, show_default=True,
               help="Rows per store chunk, the unit of resume and sharding.")
@@ -78,13 +86,21 @@ def extract_cmd(ctx: click.Context, /, **opts: Any) -> None:
           --hooks 'blocks.*.mlp.hook_pre' --hooks 'blocks.*.hook_mlp_out' \\
           --pooling max --per-class 2000 --out runs/gpt2.zarr
       aura-stream extract --model ./gpt2 --backend transformer-lens --out runs/gpt2-tl.zarr
+      aura-stream extract --model ./falcon-40b --stream-weights --max-memory 60GiB --dry-run \\
+          --per-class 10000 --out runs/falcon40b.zarr      # peak memory, bytes read, passes
     Rerun the same command to resume an interrupted run.
     """
     from aura_stream.extract import extract, parse_shard
     from aura_stream.model import parse_max_memory
 
     shard = parse_shard(opts["shard"])
-    max_memory = parse_max_memory(opts["max_memory"])
+    budget, max_memory = None, None
+    if opts["max_memory"] and ":" not in opts["max_memory"]:
+        from aura_stream.memory import parse_size
+
+        budget = parse_size(opts["max_memory"])
+    else:
+        max_memory = parse_max_memory(opts["max_memory"])
     if max_memory and not opts["device_map"]:
         from aura_stream.errors import InputError
 
@@ -96,7 +112,8 @@ def extract_cmd(ctx: click.Context, /, **opts: Any) -> None:
         echo(dry_run(model=opts["model"], hooks=list(opts["hooks"]) or None, pooling=list(opts["pooling"]),
                      batch_size=opts["batch_size"], max_length=opts["max_length"], data=opts["data"],
                      per_class=opts["per_class"], dtype=opts["dtype"], store_dtype=opts["store_dtype"],
-                     row_block=opts["row_block"], n_shards=shard[1]))
+                     row_block=opts["row_block"], n_shards=shard[1], stream_weights=opts["stream_weights"],
+                     budget=budget))
         return
     result = extract(
         model=opts["model"], data=opts["data"], out=opts["out"], hooks=list(opts["hooks"]) or None,
@@ -105,6 +122,7 @@ def extract_cmd(ctx: click.Context, /, **opts: Any) -> None:
         store_dtype=opts["store_dtype"], text_column=opts["text_column"], label_column=opts["label_column"],
         overwrite=opts["overwrite"], shard=shard, row_block=opts["row_block"], device_map=opts["device_map"],
         max_memory=max_memory, progress=not opts["quiet"], config=resolved_config(ctx), backend=opts["backend"],
+        stream_weights=opts["stream_weights"], memory_budget=budget, scratch_dir=opts["scratch_dir"],
     )
     echo(f"store {result.path}: {result.n_samples} samples, {len(result.hooks)} hooks; "
          f"{result.blocks_written} row blocks written, {result.blocks_skipped} already complete "

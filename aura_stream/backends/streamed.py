@@ -119,7 +119,7 @@ class StreamedModel:
         self.model_id, self.revision = str(self.model_dir), None
         self.dtype = str(self.torch_dtype).removeprefix("torch.")
         self.blocks_path = spec.blocks
-        self.blocks: nn.ModuleList = model.get_submodule(spec.blocks)  # type: ignore[assignment]
+        self.blocks: nn.ModuleList = model.get_submodule(spec.blocks)
         self._shapes = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict(keep_vars=True).items()}
         self._param_names = [n for n, _ in model.named_parameters()]  # tied weights once, before any is replaced
         self.keys = self._resolve_keys()
@@ -310,7 +310,7 @@ class StreamedModel:
         ids = batch.input_ids.to(self.device)
         mask = batch.attention_mask.to(self.device)
         for i in range(layer + 1):
-            self.blocks[i].forward = stub_for(i)  # type: ignore[method-assign]
+            self.blocks[i].forward = stub_for(i)
         try:
             with contextlib.suppress(_StopForward):
                 self.model(input_ids=ids, attention_mask=mask, use_cache=False, **position_kwargs(self.model, mask))
