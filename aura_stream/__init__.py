@@ -2,7 +2,7 @@
 
 The data flow is the module list: ``data`` -> ``model``/``hookpoints``/``pooling`` ->
 ``store`` (``extract``) -> ``auroc`` (``score``) -> ``interventions`` -> ``generate``/``fold`` ->
-``evaluate``; ``tl`` and ``tl_hooks`` are the TransformerLens backend.
+``evaluate``; ``backends`` holds what runs the model (Hugging Face, TransformerLens, streamed).
 
 Public API: ``auroc``, ``auroc_dask``, ``extract``, ``load_intervention`` and ``dampened`` (the last
 three load torch on first use, so ``import aura_stream`` stays light).
@@ -30,7 +30,7 @@ from aura_stream.errors import AuraStreamError
 _LAZY: dict[str, tuple[str, str]] = {
     "extract": ("aura_stream.extract", "extract"),
     "load_intervention": ("aura_stream.interventions", "load_intervention"),
-    "dampened": ("aura_stream.tl_hooks", "dampened"),
+    "dampened": ("aura_stream.backends", "dampened"),
 }
 
 

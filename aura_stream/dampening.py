@@ -1,26 +1,27 @@
-"""Dampening at generation: every hooked neuron's output multiplied by its alpha.
+"""Dampening primitives shared by every backend: functions, alpha hooks and the checks before them.
 
-The hooks sit on the Hugging Face modules (see :mod:`aura_stream.hookpoints`), so ``transformers``'
-own forward and ``generate`` do the work, KV cache included: at each decoding step a hook sees the
-new positions only and dampens them, which equals dampening a full recompute.
+This module imports no model code (no ``transformers``, no :mod:`aura_stream.model`, no backend):
+the backends (:mod:`aura_stream.backends`) attach :class:`AlphaHook` objects where their hook
+points are, Hugging Face module hooks or TransformerLens hook points, after
+:func:`check_intervention` has validated the intervention against their hook widths.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from aura_stream.errors import HookError, InputError, InterventionError
-from aura_stream.hookpoints import HOOK_KINDS, HookPoint, all_hook_points
-from aura_stream.interventions import Intervention, check_matches_model
-from aura_stream.model import FOLDED_ATTR, attach
+from aura_stream.hookpoints import HOOK_KINDS
 
-__all__ = ["DAMPENERS", "FOLDED_ATTR", "DampenFn", "check_strength", "dampened", "hook_kind", "multiply",
-           "resolve_intervention"]
+if TYPE_CHECKING:
+    from aura_stream.interventions import Intervention
+
+__all__ = ["DAMPENERS", "AlphaHook", "DampenFn", "active_hooks", "check_alphas", "check_intervention",
+           "check_kinds", "check_not_folded", "check_strength", "hook_kind", "multiply"]
 
 DampenFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``fn(activation [..., d], alpha [d]) -> tensor`` of the same shape and dtype; a new tensor,
@@ -44,55 +45,12 @@ DAMPENERS: dict[str, DampenFn] = dict.fromkeys(HOOK_KINDS, multiply)
 """Hook kind (``mlp.hook_pre``, ...) -> dampening function. Only :func:`multiply` can be folded."""
 
 
-
 def hook_kind(name: str) -> str:
     """``blocks.3.mlp.hook_pre`` -> ``mlp.hook_pre``."""
     parts = name.split(".", 2)
     if len(parts) != 3 or parts[0] != "blocks" or not parts[1].isdigit():
         raise HookError(f"hook name must look like blocks.<layer>.<kind>; got {name!r}.")
     return parts[2]
-
-
-def resolve_intervention(
-    model: nn.Module, intervention: Intervention, *, strength: float | None = None
-) -> tuple[Intervention, list[HookPoint]]:
-    """Validate ``intervention`` against ``model`` and apply ``strength``.
-
-    Returns the intervention to use and the hook points it names, in forward order.
-
-    Raises
-    ------
-    InputError
-        ``strength`` outside [0, 1].
-    InterventionError
-        A hook missing from the model, a width mismatch, a NaN/inf or non-1-D alpha, or a
-        model that already holds a folded intervention.
-    HookError
-        A hook kind without a dampening function.
-    """
-    if strength is not None:
-        check_strength(strength)
-        intervention = intervention.with_strength(strength)
-    folded = getattr(model, FOLDED_ATTR, None)
-    if folded is not None:
-        raise InterventionError(
-            f"the model's weights must not already hold an intervention; they hold {folded}, and "
-            "dampening again would apply the alphas twice. Load the original model."
-        )
-    bad = [n for n, a in intervention.alphas.items()
-           if np.ndim(a) != 1 or not ((np.asarray(a, dtype=np.float64) >= 0) & (np.asarray(a) <= 1)).all()]
-    if bad:
-        raise InterventionError(
-            f"alphas must be 1-D arrays of finite values in [0, 1]; {', '.join(bad[:5])} hold(s) NaN/inf, "
-            "values outside [0, 1] or have the wrong shape. Recreate the intervention with `aura-stream score`."
-        )
-    points = all_hook_points(model)
-    check_matches_model(intervention, {n: p.width for n, p in points.items()})
-    unknown = sorted({hook_kind(n) for n in intervention.alphas} - set(DAMPENERS))
-    if unknown:
-        raise HookError(f"hook kind(s) {', '.join(unknown)} have no dampening function; "
-                        f"known: {', '.join(DAMPENERS)}.")
-    return intervention, [p for n, p in points.items() if n in intervention.alphas]
 
 
 def check_strength(strength: float) -> float:
@@ -103,49 +61,103 @@ def check_strength(strength: float) -> float:
     return strength
 
 
-@contextlib.contextmanager
-def dampened(
-    model: nn.Module, intervention: Intervention, *, strength: float | None = None
-) -> Iterator[list[HookPoint]]:
-    """Dampen the model's neurons while the ``with`` block runs.
+def check_alphas(alphas: Mapping[str, Any]) -> None:
+    """Every alpha must be a 1-D array of finite values in [0, 1] (NaN fails the range test)."""
+    bad = [n for n, a in alphas.items()
+           if np.ndim(a) != 1 or not ((np.asarray(a, dtype=np.float64) >= 0) & (np.asarray(a) <= 1)).all()]
+    if bad:
+        raise InterventionError(
+            f"alphas must be 1-D arrays of finite values in [0, 1]; {', '.join(bad[:5])} hold(s) NaN/inf, "
+            "values outside [0, 1] or have the wrong shape. Recreate the intervention with `aura-stream score`."
+        )
 
-    Each hooked activation ``[batch, pos, d_hook]`` is replaced by ``DAMPENERS[kind](act, alpha)``,
-    at every position of every forward pass (with a KV cache: each step's new positions). Alpha
-    is moved to the activation's device and cast to its dtype once per (device, dtype), so
-    float16/bfloat16 activations stay in their dtype. Hooks whose alphas are all 1 are skipped
-    (multiplying by 1 is exact). Hooks are removed on exit, even when the body raises.
+
+def check_kinds(names: Mapping[str, Any]) -> None:
+    """Every hook name must be of a kind with a dampening function in :data:`DAMPENERS`."""
+    unknown = sorted({hook_kind(n) for n in names} - set(DAMPENERS))
+    if unknown:
+        raise HookError(f"hook kind(s) {', '.join(unknown)} have no dampening function; "
+                        f"known: {', '.join(DAMPENERS)}.")
+
+
+def check_not_folded(folded: str | None) -> None:
+    """``folded`` (what the model's weights already hold, or None) must be None."""
+    if folded is not None:
+        raise InterventionError(
+            f"the model's weights must not already hold an intervention; they hold {folded}, and "
+            "dampening again would apply the alphas twice. Load the original model."
+        )
+
+
+def check_intervention(intervention: Intervention, widths: Mapping[str, int], *, strength: float | None = None,
+                       folded: str | None = None) -> Intervention:
+    """Validate ``intervention`` against a model's hook ``widths`` and apply ``strength``.
 
     Parameters
     ----------
-    model : transformers.PreTrainedModel
     intervention : Intervention
         Alphas keyed by hook name, each ``[d_hook]``.
+    widths : mapping of str to int
+        Every hook point of the model, by name, with its width.
     strength : float in [0, 1], optional
-        Use ``1 - strength * (1 - alpha)``; None keeps the alphas as they are.
+        Use ``1 - strength * (1 - alpha)``; None keeps the alphas.
+    folded : str, optional
+        What the model's weights already hold folded in (None: nothing).
 
-    Yields
-    ------
-    list of HookPoint
-        The hooks attached.
+    Returns
+    -------
+    Intervention
+        With ``strength`` applied.
 
     Raises
     ------
-    InputError, InterventionError, HookError
-        See :func:`resolve_intervention`; raised before any hook is attached.
+    InputError
+        ``strength`` outside [0, 1].
+    InterventionError
+        A hook the model lacks, a width mismatch, a NaN/inf or non-1-D alpha, or a model that
+        already holds a folded intervention.
+    HookError
+        A hook kind without a dampening function.
     """
-    intervention, points = resolve_intervention(model, intervention, strength=strength)
-    active = [p for p in points if not bool(np.all(intervention.alphas[p.name] == 1.0))]
-    alphas = {p.name: torch.from_numpy(np.array(intervention.alphas[p.name], dtype=np.float32))
-              for p in active}
-    fns = {p.name: DAMPENERS[hook_kind(p.name)] for p in active}
-    cache: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+    from aura_stream.interventions import check_matches_model
 
-    def hook(point: HookPoint, act: torch.Tensor) -> torch.Tensor:
-        key = (point.name, act.device, act.dtype)
-        alpha = cache.get(key)
+    if strength is not None:
+        check_strength(strength)
+        intervention = intervention.with_strength(strength)
+    check_not_folded(folded)
+    check_alphas(intervention.alphas)
+    check_matches_model(intervention, dict(widths))
+    check_kinds(intervention.alphas)
+    return intervention
+
+
+class AlphaHook:
+    """Multiplies one hook point's neurons by their alphas (``DAMPENERS[kind](activation, alpha)``).
+
+    Called as ``hook_fn(activation, hook=None)`` with ``activation`` of shape ``[..., d_hook]``
+    (TransformerLens' hook signature; the Hugging Face backend calls it from module hooks); returns
+    a new tensor in the activation's own dtype (no promotion). Alpha is moved and cast once per
+    (device, dtype).
+    """
+
+    def __init__(self, hook_name: str, alpha: np.ndarray):
+        self.hook_name = hook_name
+        self.fn = DAMPENERS[hook_kind(hook_name)]
+        self.alpha = torch.from_numpy(np.array(alpha, dtype=np.float32))  # [d_hook]
+        self._cast: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def __call__(self, activation: torch.Tensor, hook: Any = None) -> torch.Tensor:
+        key = (activation.device, activation.dtype)
+        alpha = self._cast.get(key)
         if alpha is None:
-            alpha = cache[key] = alphas[point.name].to(device=act.device, dtype=act.dtype)
-        return fns[point.name](act, alpha)
+            alpha = self._cast[key] = self.alpha.to(device=activation.device, dtype=activation.dtype)
+        return self.fn(activation, alpha)
 
-    with attach(model, active, hook):
-        yield active
+    def __repr__(self) -> str:
+        return f"AlphaHook({self.hook_name!r}, d={self.alpha.shape[0]})"
+
+
+def active_hooks(intervention: Intervention) -> list[tuple[str, AlphaHook]]:
+    """``(hook_name, AlphaHook)`` for every hook whose alphas are not all 1 (multiplying by 1 is exact)."""
+    return [(name, AlphaHook(name, alpha)) for name, alpha in intervention.alphas.items()
+            if not bool(np.all(alpha == 1.0))]

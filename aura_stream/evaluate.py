@@ -24,6 +24,7 @@ from typing import IO, Any
 import numpy as np
 
 from aura_stream._version import __version__
+from aura_stream.backends import DEFAULT_BACKEND
 from aura_stream.errors import InputError
 from aura_stream.eval_arms import (
     ARM_NAME,
@@ -52,7 +53,7 @@ from aura_stream.eval_files import (
     read_records,
     sha256_json,
 )
-from aura_stream.generate import generate, resolve_intervention
+from aura_stream.generate import generate
 from aura_stream.identity import weights_fingerprint
 from aura_stream.interventions import Intervention
 from aura_stream.metrics import (
@@ -223,7 +224,7 @@ def evaluate(
                       extra_arms=extra_arms)
     for arm in arms:
         if arm.intervention is not None:
-            resolve_intervention(loaded.model, arm.intervention, strength=arm.strength)
+            loaded.backend.check_intervention(arm.intervention, arm.strength)
     n, k = len(items), samples_per_prompt
     model_id = str(Path(loaded.model_id).resolve()) if Path(loaded.model_id).is_dir() \
         else loaded.model_id
@@ -237,7 +238,7 @@ def evaluate(
                 "ppl_text_fingerprint": sha256_json(texts), **settings,
                 "arms": [a.identity() for a in arms],
                 # only where not the default, so that earlier output folders stay resumable
-                **({"backend": "transformer-lens"} if getattr(loaded, "bridge", None) is not None else {})}
+                **({"backend": loaded.backend.name} if loaded.backend.name != DEFAULT_BACKEND else {})}
     identity = json.loads(json.dumps(identity))  # tuples -> lists: compares equal to the file
     with out_dir_lock(out_dir):
         return _evaluate_locked(loaded, items, texts, chunks, arms, scorer, identity, settings, out_dir=out_dir,

@@ -18,14 +18,15 @@ import torch
 from tqdm.auto import tqdm
 
 from aura_stream._version import __version__
+from aura_stream.backends import backend_for
+from aura_stream.backends.base import Capture
 from aura_stream.data import LabelledTexts, load_labelled
 from aura_stream.errors import AuraStreamError, InputError, StoreError
-from aura_stream.hookpoints import HookPoint, all_hook_points, default_patterns, match_hooks
+from aura_stream.hookpoints import HookPoint, default_patterns, match_hooks
 from aura_stream.identity import weights_fingerprint
-from aura_stream.model import LoadedModel, PooledCapture, check_max_length, load_model, resolve_device
+from aura_stream.model import LoadedModel, check_max_length, resolve_device
 from aura_stream.pooling import Pooling, parse_pooling
 from aura_stream.store import ActivationStore, StoreSpec
-from aura_stream.tl import BridgeCapture, capture_for, check_backend, describe, is_bridge
 
 DEFAULT_ROW_BLOCK = 256
 
@@ -71,10 +72,8 @@ def _positive(name: str, value: int) -> None:
 
 
 def resolve_hooks(loaded: LoadedModel, patterns: Sequence[str] | None) -> list[HookPoint]:
-    """Hook points named by glob ``patterns`` (None -> the paper's default set)."""
-    points = all_hook_points(loaded.model)
-    names = match_hooks(list(patterns) if patterns else default_patterns(points), points)
-    return [points[n] for n in names]
+    """Hook points of ``loaded``'s backend named by glob ``patterns`` (None -> the paper's default set)."""
+    return loaded.backend.resolve_hooks(patterns)
 
 
 def extract(
@@ -124,7 +123,7 @@ def extract(
         This process writes row blocks ``b`` with ``b % N == i``.
     backend : {"hf", "transformer-lens"}, optional
         ``hf`` (default): hooks on the Hugging Face modules. ``transformer-lens``: forward passes and
-        hooks through a ``TransformerBridge`` (see :mod:`aura_stream.tl`); same stored values.
+        hooks through a ``TransformerBridge`` (see :mod:`aura_stream.backends.tl`); same stored values.
     stream_weights : bool
         Read the weights one decoder block at a time from the safetensors shards (layer-major,
         :mod:`aura_stream.extract_streamed`): for models larger than memory; same stored values.
@@ -148,10 +147,8 @@ def extract(
         _positive(name, value)
     if per_class is not None:
         _positive("per-class", per_class)
-    if is_bridge(model) and backend not in (None, "transformer-lens"):
-        raise InputError(f"`backend` must be transformer-lens for a TransformerBridge model; got {backend!r}. "
-                         "Drop `backend`, or pass the model directory to use the Hugging Face backend.")
-    backend = "transformer-lens" if is_bridge(model) else check_backend(backend)
+    backend_cls = backend_for(model, backend)  # a TransformerBridge model implies transformer-lens
+    backend = backend_cls.name
     if store_dtype not in ("float16", "float32"):
         raise InputError(f"`--store-dtype` must be float16 or float32; got {store_dtype!r}.")
     poolings = parse_pooling(list(pooling) if not isinstance(pooling, str) else pooling)
@@ -175,15 +172,9 @@ def extract(
                                  max_length=max_length, dtype=dtype, device=device, store_dtype=store_dtype,
                                  overwrite=overwrite, shard=shard, row_block=row_block, progress=progress,
                                  config=config, memory_budget=memory_budget, scratch_dir=scratch_dir)
-    capture: PooledCapture | BridgeCapture
-    if backend == "hf":
-        loaded = load_model(model, dtype=dtype, device=device, device_map=device_map,  # type: ignore[arg-type]
-                            max_memory=max_memory)
-        points = resolve_hooks(loaded, hooks)
-        capture = PooledCapture(loaded.model, points, poolings)
-    else:
-        loaded, points, capture = capture_for(model, hooks=hooks, poolings=poolings, dtype=dtype, device=device,
-                                              device_map=device_map, max_memory=max_memory)
+    loaded = backend_cls.load(model, dtype=dtype, device=device, device_map=device_map, max_memory=max_memory)
+    points = loaded.backend.resolve_hooks(hooks)
+    capture = loaded.backend.capture(points, poolings)
     _probe(capture, loaded, texts.texts[:2], max_length)
     # a row block larger than the data would be padded on disk to its full height
     spec = _spec(loaded, texts, points, poolings, max_length=max_length, store_dtype=store_dtype,
@@ -251,7 +242,7 @@ def _extract_streamed(model: Any, texts: LabelledTexts, out: Path, *, hooks: Seq
     return ExtractResult(out, len(texts), len(todo), len(mine) - len(todo), dict(store.hooks), run.seconds)
 
 
-def _probe(capture: PooledCapture | BridgeCapture, loaded: LoadedModel, texts: list[str], max_length: int) -> None:
+def _probe(capture: Capture, loaded: LoadedModel, texts: list[str], max_length: int) -> None:
     """Run one tiny batch and check every hook fired with its width before anything is written."""
     enc = loaded.tokenizer(texts, padding=True, padding_side="right", truncation=True, max_length=max_length,
                            return_tensors="pt")
@@ -259,7 +250,7 @@ def _probe(capture: PooledCapture | BridgeCapture, loaded: LoadedModel, texts: l
     capture.check_first_batch(pooled, len(texts))
 
 
-def _run_block(capture: PooledCapture | BridgeCapture, loaded: LoadedModel, texts: list[str], *, batch_size: int,
+def _run_block(capture: Capture, loaded: LoadedModel, texts: list[str], *, batch_size: int,
                max_length: int, bar: Any) -> dict[tuple[str, str], np.ndarray]:
     """Pooled activations of one row block, ``[rows, d]`` per (pooling, hook), in row order.
 
@@ -306,7 +297,7 @@ def _spec(loaded: LoadedModel, texts: LabelledTexts, points: list[HookPoint], po
     provenance = {
         "model_type": str(getattr(loaded.model.config, "model_type", "")),
         "selection": texts.selection, "config": dict(config or {}),
-        **(describe(loaded) if backend_info is None else backend_info),
+        **(loaded.backend.describe() if backend_info is None else backend_info),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"aura_stream": __version__, "torch": torch.__version__,
                      "transformers": transformers.__version__, "zarr": zarr.__version__,

@@ -34,8 +34,9 @@ from safetensors import SafetensorError
 from torch import nn
 
 from aura_stream._version import __version__
+from aura_stream.backends.hf import resolve_intervention
+from aura_stream.dampening import DAMPENERS, hook_kind, multiply
 from aura_stream.errors import InputError, InterventionError, NumericalError
-from aura_stream.generate import DAMPENERS, hook_kind, multiply, resolve_intervention
 from aura_stream.hookpoints import HookPoint, arch_spec, block_module_path, model_type
 from aura_stream.interventions import Intervention
 from aura_stream.model import FOLD_RECORD, FOLDED_ATTR, LoadedModel

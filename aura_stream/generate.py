@@ -1,15 +1,16 @@
 """Generation with an intervention, batched, with the KV cache and seeded per-sequence sampling.
 
-Dampening is :mod:`aura_stream.dampening` (module hooks on the Hugging Face model, so
-``transformers``' own ``generate`` does the work, KV cache included); sampling is
-:mod:`aura_stream.sampling`. Sampling is reproducible and independent of how prompts are batched:
-each generated sequence ``(prompt_index, sample_index)`` draws its uniforms from its own generator
-seeded with ``(seed, prompt_index, sample_index)``, and ``transformers`` then picks that token
-greedily. Batch size and ``num_return_sequences`` therefore do not change a sequence (up to float
-rounding of padded batches, which could only move a draw sitting on a bin edge).
+Dampening goes through the model's backend (``loaded.backend.dampened``: module hooks on the
+Hugging Face model by default, so ``transformers``' own ``generate`` does the work, KV cache
+included); sampling is :mod:`aura_stream.sampling`. Sampling is reproducible and independent of
+how prompts are batched: each generated sequence ``(prompt_index, sample_index)`` draws its
+uniforms from its own generator seeded with ``(seed, prompt_index, sample_index)``, and
+``transformers`` then picks that token greedily. Batch size and ``num_return_sequences`` therefore
+do not change a sequence (up to float rounding of padded batches, which could only move a draw
+sitting on a bin edge).
 
 The dampening names are re-exported here (``from aura_stream.generate import dampened`` keeps
-working).
+working: module hooks on a Hugging Face model, :func:`aura_stream.backends.hf.dampened`).
 """
 
 from __future__ import annotations
@@ -27,23 +28,15 @@ import numpy as np
 import torch
 
 from aura_stream._version import __version__
-from aura_stream.dampening import (
-    DAMPENERS,
-    FOLDED_ATTR,
-    DampenFn,
-    check_strength,
-    dampened,
-    hook_kind,
-    multiply,
-    resolve_intervention,
-)
+from aura_stream.backends.hf import dampened, resolve_intervention
+from aura_stream.dampening import DAMPENERS, DampenFn, check_strength, hook_kind, multiply
 from aura_stream.errors import (
     DataFileError,
     InputError,
     MissingFileError,
 )
 from aura_stream.interventions import Intervention
-from aura_stream.model import LoadedModel, learned_position_limit
+from aura_stream.model import FOLDED_ATTR, LoadedModel, learned_position_limit
 from aura_stream.sampling import NUCLEUS_TOPK, RowSampler, nucleus_mask, processor_list
 
 __all__ = ["DAMPENERS", "FOLDED_ATTR", "NUCLEUS_TOPK", "DampenFn", "Generation", "GenerationSettings",
@@ -66,7 +59,7 @@ class GenerationSettings:
     method: str | None
     intervention_fingerprint: str | None
     strength: float | None
-    backend: str = "hf"  # "transformer-lens": hooks through a TransformerBridge
+    backend: str = "hf"  # the backend's name ("transformer-lens": hooks through a TransformerBridge)
 
 
 @dataclass(frozen=True)
@@ -302,7 +295,7 @@ def generate(
     if len(index) != len(prompts) or len(set(index)) != len(index) or min(index) < 0:
         raise InputError(f"`prompt_indices` must be {len(prompts)} distinct ints >= 0, one per "
                          f"prompt; got {list(prompt_indices or [])[:5]}.")
-    model, tokenizer = loaded.model, loaded.tokenizer
+    tokenizer = loaded.tokenizer
     intervention, ctx = _dampening(loaded, intervention, strength)
     settings = GenerationSettings(
         model=loaded.model_id, dtype=loaded.dtype, max_new_tokens=max_new_tokens,
@@ -311,12 +304,12 @@ def generate(
         method=None if intervention is None else intervention.metadata.get("method"),
         intervention_fingerprint=None if intervention is None else intervention.fingerprint,
         strength=strength if intervention is not None else None,
-        backend="hf" if getattr(loaded, "bridge", None) is None else "transformer-lens",
+        backend=loaded.backend.name,
     )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
-    _check_positions(model, lengths, max_new_tokens)
+    _check_positions(loaded.backend.generation_model, lengths, max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # longest first: OOM shows early
     rows = [(p, s) for p in order for s in range(num_return_sequences)]
     results: dict[tuple[int, int], Generation] = {}
@@ -341,14 +334,8 @@ def _dampening(loaded: LoadedModel, intervention: Intervention | None, strength:
     """The intervention to record (strength applied) and the context that dampens the model."""
     if intervention is None:
         return None, contextlib.nullcontext()
-    bridge = getattr(loaded, "bridge", None)  # --backend transformer-lens: dampen through the bridge's hooks
-    if bridge is not None:
-        from aura_stream import tl_hooks
-
-        intervention = tl_hooks.check_for_bridge(bridge, intervention, strength=strength)
-        return intervention, tl_hooks.dampened(bridge, intervention)
-    intervention, _ = resolve_intervention(loaded.model, intervention, strength=strength)
-    return intervention, dampened(loaded.model, intervention)
+    intervention = loaded.backend.check_intervention(intervention, strength)
+    return intervention, loaded.backend.dampened(intervention)
 
 
 def _generate_batch(loaded: LoadedModel, texts: list[str], seeds: list[tuple[int, int]],
@@ -360,13 +347,14 @@ def _generate_batch(loaded: LoadedModel, texts: list[str], seeds: list[tuple[int
     if settings.do_sample:
         rngs = [np.random.default_rng([settings.seed, p, s]) for p, s in seeds]
         processors.append(RowSampler(rngs, settings.temperature, settings.top_k, settings.top_p))
-    out = loaded.model.generate(
+    model = loaded.backend.generation_model
+    out = model.generate(
         input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
         do_sample=False, num_beams=1, max_new_tokens=settings.max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id, use_cache=getattr(loaded, "kv_cache", True),
+        pad_token_id=tokenizer.pad_token_id, use_cache=loaded.backend.kv_cache,
         logits_processor=processor_list(processors),
     )
-    eos = _eos_ids(loaded.model)
+    eos = _eos_ids(model)
     results = []
     for ids in out[:, enc["input_ids"].shape[1]:].tolist():  # [rows, new_tokens]
         cut = next((i for i, t in enumerate(ids) if t in eos), len(ids))

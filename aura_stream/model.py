@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from torch import nn
 from aura_stream.errors import HookError, InputError, InterventionError, ModelLoadError
 from aura_stream.hookpoints import HookPoint, block_module_path
 from aura_stream.pooling import Pooling, pool
+
+if TYPE_CHECKING:
+    from aura_stream.backends.base import Backend
 
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 DTYPES: dict[str, torch.dtype] = {
@@ -99,13 +102,18 @@ def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A causal LM, its tokenizer and the provenance needed to reproduce them."""
+    """A causal LM, its tokenizer, the backend that runs it and the provenance needed to reproduce them.
+
+    ``model`` is always the Hugging Face model; ``backend`` (:mod:`aura_stream.backends`) says where
+    hooks go and which module generates (a TransformerLens bridge wraps ``model`` in place).
+    """
 
     model: Any  # transformers.PreTrainedModel
     tokenizer: Any  # transformers.PreTrainedTokenizerBase
     model_id: str
     revision: str | None
     dtype: str
+    backend: Backend
 
     @property
     def device(self) -> torch.device:
@@ -187,7 +195,9 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     loaded_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return LoadedModel(model, tokenizer, name, revision, loaded_dtype)
+    from aura_stream.backends.hf import HFBackend  # the backend module builds on this one
+
+    return LoadedModel(model, tokenizer, name, revision, loaded_dtype, HFBackend(model))
 
 
 LEARNED_POSITIONS = ("gpt2", "opt", "gpt_neo", "gpt_bigcode", "biogpt")  # a table that ends: IndexError past it

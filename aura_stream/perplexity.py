@@ -15,7 +15,6 @@ from aura_stream.errors import DataFileError, InputError
 from aura_stream.eval_arms import BASELINE, Arm
 from aura_stream.eval_files import atomic_write_text, sha256_json
 from aura_stream.model import LoadedModel
-from aura_stream.tl_hooks import dampened
 
 MAX_CHUNK_TOKENS = 2048  # perplexity chunk cap: eager attention is quadratic in it
 
@@ -136,9 +135,7 @@ def perplexities(loaded: LoadedModel, arms: Sequence[Arm], chunks: list[list[int
             continue
         ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if arm.intervention is not None:
-            # a bridge gets TransformerLens hooks, a Hugging Face model its module hooks
-            ctx = dampened(getattr(loaded, "bridge", None) or loaded.model, arm.intervention,
-                           strength=arm.strength)
+            ctx = loaded.backend.dampened(arm.intervention, strength=arm.strength)
         with ctx:
             nll = chunk_nll(loaded, chunks, batch_size=batch_size)
         cache["nll"][key] = nll.tolist()

@@ -34,8 +34,8 @@ def run(backend: str, model_dir: Path, data: Path, out: Path, args: argparse.Nam
 
 def load_seconds(model_dir: Path) -> tuple[float, float]:
     """Seconds to load the model (HF backend) and to load it and boot the bridge (TL backend)."""
+    from aura_stream.backends.tl import load_bridge
     from aura_stream.model import load_model
-    from aura_stream.tl import load_bridge
 
     start = time.perf_counter()
     load_model(str(model_dir))

@@ -98,41 +98,34 @@ BACKEND_HELP = (
 
 
 def backend_option(f: F) -> F:
-    """Add ``--backend hf|transformer-lens``."""
+    """Add ``--backend`` with the registered backends as choices (:data:`aura_stream.backends.BACKENDS`)."""
+    from aura_stream.backends import BACKENDS, DEFAULT_BACKEND
+
     return click.option(
-        "--backend", type=click.Choice(["hf", "transformer-lens"]), default="hf", show_default=True,
+        "--backend", type=click.Choice(list(BACKENDS)), default=DEFAULT_BACKEND, show_default=True,
         help=BACKEND_HELP,
     )(f)
 
 
 def load_for_backend(backend: str, model: str | None, **kwargs: Any) -> Any:
-    """``load_model`` for ``hf``; the model bridged by TransformerLens for ``transformer-lens``."""
-    if backend == "transformer-lens":
-        from aura_stream.tl import load_bridge
+    """The model loaded behind ``backend`` (``kwargs``: those of ``load_model``)."""
+    from aura_stream.backends import get_backend
 
-        return load_bridge(model, **kwargs)
-    from aura_stream.model import load_model
-
-    return load_model(model, **kwargs)
+    return get_backend(backend).load(model, **kwargs)
 
 
 def check_backend_ready(backend: str, model: str | None) -> None:
-    """Cheap checks before a model loads: TransformerLens installed, the bridge can boot this shape."""
-    if backend == "transformer-lens":
-        from aura_stream.tl import check_bootable, require_transformer_lens
+    """Cheap checks before a model loads (e.g. TransformerLens installed, a shape the bridge can boot)."""
+    from aura_stream.backends import get_backend
 
-        require_transformer_lens()
-        if model:
-            check_bootable(model)
+    get_backend(backend).check_ready(model)
 
 
 def with_backend(backend: str, loaded: Any) -> Any:
-    """``loaded`` as it is for ``hf``; wrapped in a ``TransformerBridge`` for ``transformer-lens``."""
-    if backend == "transformer-lens":
-        from aura_stream.tl import boot
+    """An already loaded Hugging Face model behind ``backend`` (no second copy of the weights)."""
+    from aura_stream.backends import get_backend
 
-        return boot(loaded)
-    return loaded
+    return get_backend(backend).wrap(loaded)
 
 
 def resolved_config(ctx: click.Context) -> dict[str, Any]:

@@ -24,15 +24,9 @@ def hooks_cmd(model: str | None, patterns: tuple[str, ...], backend: str) -> Non
       aura-stream hooks --model ./gpt2 --pattern 'blocks.*.mlp.*'
       aura-stream hooks --model ./gpt2 --backend transformer-lens   # the bridge's hook points
     """
-    from aura_stream.hookpoints import all_hook_points, match_hooks
+    from aura_stream.hookpoints import match_hooks
 
-    loaded = load_for_backend(backend, model)
-    if backend == "transformer-lens":
-        from aura_stream.tl import bridge_hook_points
-
-        points = bridge_hook_points(loaded.bridge)
-    else:
-        points = all_hook_points(loaded.model)
+    points = load_for_backend(backend, model).backend.hook_points()
     names = match_hooks(list(patterns), points) if patterns else list(points)
     for name in names:
         p = points[name]

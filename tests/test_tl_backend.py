@@ -22,7 +22,7 @@ from aura_stream_cli.main import app
 from click.testing import CliRunner
 
 import aura_stream
-from aura_stream import tl
+from aura_stream.backends import tl
 from aura_stream.errors import InputError, InterventionError, ModelLoadError
 from aura_stream.generate import dampened as hf_dampened
 from aura_stream.generate import generate
@@ -151,13 +151,15 @@ def test_capture_stops_after_the_last_hook(tiny_model_dirs: dict[str, Path]) -> 
     calls = []
     handle = loaded.model.lm_head.register_forward_hook(lambda *_: calls.append(1))
     try:
-        points = tl.resolve_bridge_hooks(loaded.bridge, ["blocks.2.hook_mlp_out", "blocks.0.mlp.hook_pre"])
-        capture = tl.BridgeCapture(loaded.bridge, points, ["max"])
+        assert isinstance(loaded.backend, tl.TLBackend)
+        points = loaded.backend.resolve_hooks(["blocks.2.hook_mlp_out", "blocks.0.mlp.hook_pre"])
+        capture = loaded.backend.capture(points, ["max"])
+        assert isinstance(capture, tl.BridgeCapture)
         mask = torch.ones_like(TOKENS)
         pooled = capture.run(TOKENS, mask)
         assert sorted(pooled) == [("max", "blocks.0.mlp.hook_pre"), ("max", "blocks.2.hook_mlp_out")]
         assert calls == []  # the unembedding never ran
-        loaded.bridge(TOKENS)
+        loaded.backend.bridge(TOKENS)
         assert calls == [1]  # and the bridge works normally afterwards
     finally:
         handle.remove()

@@ -1,16 +1,20 @@
-"""The TransformerLens backend: a ``TransformerBridge`` as the model (booting, hook points, extraction).
+"""The TransformerLens backend: a ``TransformerBridge`` runs the model (booting, hook points, capture, hooks).
 
-The default backend registers aura-stream's hooks directly on the Hugging Face modules. This one
-goes through TransformerLens 4's ``TransformerBridge`` instead: hook names resolve to the bridge's
-own hook points and activations are read with ``bridge.hooks(...)`` during ``bridge(...)`` forward
-passes. :mod:`aura_stream.tl_hooks` turns an :class:`~aura_stream.interventions.Intervention` into
-``(hook_name, hook_fn)`` pairs for ``run_with_hooks`` / ``hooks``::
+The Hugging Face backend registers aura-stream's hooks directly on the ``transformers`` modules.
+This one goes through TransformerLens 4's ``TransformerBridge`` instead: hook names resolve to the
+bridge's own hook points, activations are read with ``bridge.hooks(...)`` during ``bridge(...)``
+forward passes, and an :class:`~aura_stream.interventions.Intervention` becomes
+``(hook_name, hook_fn)`` pairs (:func:`fwd_hooks`) for ``run_with_hooks`` / ``hooks``::
 
     bridge = TransformerBridge.boot_transformers("./gpt2")
     iv = aura_stream.load_intervention("gpt2-aura.safetensors")
     logits = bridge.run_with_hooks(tokens, fwd_hooks=iv.fwd_hooks())
     with aura_stream.dampened(bridge, iv):
         bridge.generate("I can't believe you", max_new_tokens=20, use_past_kv_cache=False)
+
+Each hook multiplies one hook point's neurons by their alphas exactly as the Hugging Face
+backend's module hooks do (:class:`~aura_stream.dampening.AlphaHook`), so a bridge run with these
+hooks gives the logits of the Hugging Face model dampened by :func:`aura_stream.backends.hf.dampened`.
 
 A bridge wraps the Hugging Face model in place (its modules keep their names), so
 ``transformers``' own ``generate`` still runs and fires the bridge's hooks;
@@ -21,37 +25,28 @@ sampler as the default backend, and with the KV cache only where the bridge keep
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
-from aura_stream.errors import InputError, ModelLoadError
-from aura_stream.hookpoints import HOOK_KINDS, HookPoint, default_patterns, match_hooks
-from aura_stream.model import LoadedModel, check_fired, load_model
+from aura_stream.backends.base import Backend, Pooled
+from aura_stream.dampening import AlphaHook, active_hooks, check_intervention, check_kinds, check_strength
+from aura_stream.errors import ModelLoadError
+from aura_stream.hookpoints import HOOK_KINDS, HookPoint
+from aura_stream.interventions import Intervention
+from aura_stream.model import FOLDED_ATTR, LoadedModel, check_fired, load_model
 from aura_stream.pooling import Pooling, pool
 
-Backend = Literal["hf", "transformer-lens"]
-BACKENDS: tuple[str, ...] = get_args(Backend)
 INSTALL_HINT = "pip install 'aura-stream[tl]'"
 _MLP_HOOK = re.compile(r"^blocks\.(\d+)\.(mlp\.hook_pre|mlp\.hook_pre_linear|mlp\.hook_post|hook_mlp_out)$")
 TLHookFn = Callable[..., "torch.Tensor | None"]
-
-
-def check_backend(value: str | None) -> Backend:
-    """``None`` -> ``"hf"``; anything outside :data:`BACKENDS` is one clear error."""
-    if value is None:
-        return "hf"
-    if value not in BACKENDS:
-        raise InputError(f"`--backend` must be one of {', '.join(BACKENDS)}; got {value!r}. "
-                         "E.g. --backend transformer-lens.")
-    return value  # type: ignore[return-value]
 
 
 def is_bridge(obj: object) -> bool:
@@ -119,19 +114,68 @@ def check_bootable(model_id: str) -> None:
         raise _cannot_boot(model_id, reason)
 
 
-@dataclass(frozen=True)
-class BridgeModel(LoadedModel):
-    """A :class:`LoadedModel` whose ``model`` is wrapped by a ``TransformerBridge``.
+class TLBackend(Backend):
+    """Forward passes and hooks through a ``TransformerBridge`` wrapping the Hugging Face model in place.
 
-    ``model`` stays the Hugging Face model (the bridge wraps it in place, so ``transformers``'
-    ``generate`` fires the bridge's hooks); ``bridge`` is what hooks and forward passes go through.
+    ``bridge`` is what hooks and forward passes go through; ``transformers``' ``generate`` on the
+    wrapped model fires the bridge's hooks. ``kv_cache`` is False where the bridge breaks
+    ``transformers``' KV cache (:func:`kv_cache_exact`).
     """
 
-    bridge: Any = None
-    kv_cache: bool = True  # False where the bridge breaks transformers' KV cache (see kv_cache_exact)
+    name: ClassVar[str] = "transformer-lens"
+
+    def __init__(self, bridge: Any, *, kv_cache: bool = True):
+        self.bridge = bridge
+        self.kv_cache = kv_cache
+
+    @classmethod
+    def check_ready(cls, model_id: str | None) -> None:
+        """TransformerLens installed; a local model of a shape the bridge cannot boot refused."""
+        require_transformer_lens()
+        if model_id:
+            check_bootable(str(model_id))
+
+    @classmethod
+    def accepts(cls, model: object) -> bool:
+        return is_bridge(model)
+
+    @classmethod
+    def load(cls, model: Any, **load_kwargs: Any) -> LoadedModel:
+        """A user's ``TransformerBridge`` as it is (:func:`from_bridge`), else :func:`load_bridge`."""
+        return from_bridge(model) if is_bridge(model) else load_bridge(model, **load_kwargs)
+
+    @classmethod
+    def wrap(cls, loaded: LoadedModel) -> LoadedModel:
+        return loaded if isinstance(loaded.backend, TLBackend) else boot(loaded)
+
+    def hook_points(self) -> dict[str, HookPoint]:
+        return bridge_hook_points(self.bridge)
+
+    def capture(self, points: Sequence[HookPoint], poolings: Sequence[Pooling]) -> BridgeCapture:
+        return BridgeCapture(self.bridge, points, poolings)
+
+    def describe(self) -> dict[str, Any]:
+        tokenizer = self.bridge.tokenizer
+        ids, bos = tokenizer("a")["input_ids"], tokenizer.bos_token_id
+        return {"backend": self.name, "transformer_lens": _tl_version(),
+                "tokenizer_prepends_bos": bos is not None and len(ids) > 1 and ids[0] == bos}
+
+    def check_intervention(self, intervention: Intervention, strength: float | None = None) -> Intervention:
+        return check_for_bridge(self.bridge, intervention, strength=strength)
+
+    @contextlib.contextmanager
+    def dampened(self, intervention: Intervention, *, strength: float | None = None) -> Iterator[list[str]]:
+        intervention = check_for_bridge(self.bridge, intervention, strength=strength)
+        hooks = active_hooks(intervention)
+        with self.bridge.hooks(fwd_hooks=hooks):
+            yield [name for name, _ in hooks]
+
+    @property
+    def generation_model(self) -> Any:
+        return self.bridge.original_model
 
 
-def boot(loaded: LoadedModel) -> BridgeModel:
+def boot(loaded: LoadedModel) -> LoadedModel:
     """Wrap an already loaded Hugging Face model in a ``TransformerBridge`` (no second copy).
 
     Raises
@@ -153,8 +197,7 @@ def boot(loaded: LoadedModel) -> BridgeModel:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise _cannot_boot(loaded.model_id, f"{type(exc).__name__}: {first}") from exc
     bridge.eval()
-    return BridgeModel(loaded.model, loaded.tokenizer, loaded.model_id, loaded.revision, loaded.dtype,
-                       bridge=bridge, kv_cache=kv_cache_exact(loaded.model))
+    return dataclasses.replace(loaded, backend=TLBackend(bridge, kv_cache=kv_cache_exact(loaded.model)))
 
 
 @torch.inference_mode()
@@ -182,7 +225,7 @@ def load_bridge(
     revision: str | None = None,
     device_map: str | None = None,
     max_memory: dict[int | str, str] | None = None,
-) -> BridgeModel:
+) -> LoadedModel:
     """Load a Hugging Face causal LM with :func:`~aura_stream.model.load_model` and bridge it.
 
     The tokenizer is the model's own (as with the Hugging Face backend), so both backends see the
@@ -196,8 +239,8 @@ def load_bridge(
     return boot(loaded)
 
 
-def from_bridge(bridge: Any) -> BridgeModel:
-    """A user's own bridge as a :class:`BridgeModel`; texts go through the bridge's tokenizer.
+def from_bridge(bridge: Any) -> LoadedModel:
+    """A user's own bridge as a :class:`~aura_stream.model.LoadedModel`; texts go through the bridge's tokenizer.
 
     That tokenizer prepends BOS where TransformerLens does (``bridge.to_tokens``), so activations
     are those the user's ``run_with_hooks("text")`` sees.
@@ -208,7 +251,7 @@ def from_bridge(bridge: Any) -> BridgeModel:
     model = bridge.original_model
     name = str(getattr(bridge.cfg, "model_name", "") or getattr(model.config, "_name_or_path", ""))
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return BridgeModel(model, bridge.tokenizer, name, None, dtype, bridge=bridge, kv_cache=kv_cache_exact(model))
+    return LoadedModel(model, bridge.tokenizer, name, None, dtype, TLBackend(bridge, kv_cache=kv_cache_exact(model)))
 
 
 # --------------------------------------------------------------------------- hook points
@@ -235,17 +278,10 @@ def bridge_hook_points(bridge: Any) -> dict[str, HookPoint]:
     return {p.name: p for _, _, p in sorted(found, key=lambda t: (t[0], t[1]))}
 
 
-def resolve_bridge_hooks(bridge: Any, patterns: Sequence[str] | None) -> list[HookPoint]:
-    """Hook points named by glob ``patterns`` (None -> the paper's default set)."""
-    points = bridge_hook_points(bridge)
-    names = match_hooks(list(patterns) if patterns else default_patterns(points), points)
-    return [points[n] for n in names]
-
-
 class BridgeCapture:
     """Pooled activations through the bridge: ``bridge.hooks(...)`` around ``bridge(...)``.
 
-    Same interface as :class:`~aura_stream.model.PooledCapture` (``run``, ``check_first_batch``).
+    A :class:`~aura_stream.backends.base.Capture`, like :class:`~aura_stream.model.PooledCapture`.
     Pooling happens inside each hook; once every hook has fired the forward pass stops (the
     bridge's own ``StopAtLayerException``), so no later block and no unembedding run.
     """
@@ -276,7 +312,7 @@ class BridgeCapture:
         return hook
 
     @torch.inference_mode()
-    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[tuple[str, str], np.ndarray]:
+    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Pooled:
         """Pooled activations of one batch.
 
         Parameters
@@ -294,38 +330,47 @@ class BridgeCapture:
                         stop_at_layer=self._stop)
         return {key: t.cpu().numpy() for key, t in self._out.items()}
 
-    def check_first_batch(self, pooled: dict[tuple[str, str], np.ndarray], batch: int) -> None:
+    def check_first_batch(self, pooled: Pooled, batch: int) -> None:
         """Every hook fired once with its expected width (TransformerLens issues 1645-1648)."""
         check_fired(self.points, self.poolings, pooled, batch,
                     advice="Choose other hooks, or use the Hugging Face backend (`--backend hf`).")
 
 
-def capture_for(model: Any, *, hooks: Sequence[str] | None, poolings: Sequence[Pooling], dtype: str,
-                device: str, device_map: str | None = None,
-                max_memory: dict[int | str, str] | None = None) -> tuple[BridgeModel, list[HookPoint], BridgeCapture]:
-    """The TransformerLens side of ``extract``: model, resolved hook points and a capture.
+# --------------------------------------------------------------------------- interventions as hooks
 
-    ``model`` is a ``TransformerBridge`` (used as it is) or a model directory / hub id (loaded and
-    bridged with :func:`load_bridge`).
+
+def fwd_hooks(intervention: Intervention, *, strength: float | None = None) -> list[tuple[str, AlphaHook]]:
+    """``(hook_name, hook_fn)`` pairs for ``bridge.run_with_hooks(fwd_hooks=...)`` / ``bridge.hooks``.
+
+    Hooks whose alphas are all 1 are left out (multiplying by 1 is exact).
     """
-    loaded = from_bridge(model) if is_bridge(model) else load_bridge(
-        model, dtype=dtype, device=device, device_map=device_map, max_memory=max_memory)
-    points = resolve_bridge_hooks(loaded.bridge, hooks)
-    return loaded, points, BridgeCapture(loaded.bridge, points, poolings)
+    if strength is not None:
+        check_strength(strength)
+        intervention = intervention.with_strength(strength)
+    check_kinds(intervention.alphas)
+    return active_hooks(intervention)
 
 
-def describe(loaded: LoadedModel) -> dict[str, Any]:
-    """Provenance of the backend behind ``loaded`` (written into stores)."""
-    bridge = getattr(loaded, "bridge", None)
-    if bridge is None:
-        return {"backend": "hf"}
-    ids, bos = loaded.tokenizer("a")["input_ids"], loaded.tokenizer.bos_token_id
-    return {"backend": "transformer-lens", "transformer_lens": _tl_version(),
-            "tokenizer_prepends_bos": bos is not None and len(ids) > 1 and ids[0] == bos}
+def check_for_bridge(bridge: Any, intervention: Intervention, *, strength: float | None = None) -> Intervention:
+    """Validate ``intervention`` against the bridge's hook points and apply ``strength``.
+
+    Raises
+    ------
+    InputError
+        ``strength`` outside [0, 1].
+    InterventionError
+        A hook the bridge lacks, a width mismatch, alphas outside [0, 1] (NaN included) or not 1-D,
+        or a model that already holds a folded intervention.
+    HookError
+        A hook kind without a dampening function.
+    """
+    widths = {n: p.width for n, p in bridge_hook_points(bridge).items()}
+    return check_intervention(intervention, widths, strength=strength,
+                              folded=getattr(bridge.original_model, FOLDED_ATTR, None))
 
 
 __all__ = [
-    "BACKENDS", "Backend", "BridgeCapture", "BridgeModel", "boot", "bridge_hook_points", "capture_for",
-    "check_backend", "check_bootable", "describe", "from_bridge", "is_bridge", "kv_cache_exact", "load_bridge",
-    "require_transformer_lens", "resolve_bridge_hooks", "unbootable_reason",
+    "BridgeCapture", "TLBackend", "boot", "bridge_hook_points", "check_bootable", "check_for_bridge",
+    "from_bridge", "fwd_hooks", "is_bridge", "kv_cache_exact", "load_bridge", "require_transformer_lens",
+    "unbootable_reason",
 ]
