@@ -67,13 +67,16 @@ def _linear_like(module: nn.Module) -> bool:
 
 
 def plan_fold(
-    model: nn.Module, intervention: Intervention, points: list[HookPoint]
+    model: nn.Module, intervention: Intervention, points: list[HookPoint], *, skeleton: bool = False
 ) -> list[FoldStep]:
     """Where each hook's alphas go: the Linear to scale and along which axis.
 
     An ``output`` hook on a Linear scales its rows; an ``input`` hook scales the hooked
     Linear's columns; the output of an activation module (GPT-2's ``mlp.act``, ``hook_post``)
     scales the columns of the block's down projection, found through the architecture spec.
+
+    ``skeleton=True`` plans on a model built on the meta device (``fold --stream-weights``, which
+    scales the tensors in the checkpoint's files); otherwise a meta weight is offloaded, refused.
 
     Raises
     ------
@@ -102,7 +105,7 @@ def plan_fold(
         weight = getattr(target, "weight", None)
         if not _linear_like(target) or weight is None or not weight.is_floating_point():
             problems.append(f"{p.name} ({path} is not a float Linear; quantized?)")
-        elif weight.device.type == "meta":
+        elif weight.device.type == "meta" and not skeleton:
             problems.append(f"{p.name} ({path} is offloaded to disk)")
         else:
             alpha = np.asarray(intervention.alphas[p.name], dtype=np.float32)

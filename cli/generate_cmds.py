@@ -124,6 +124,10 @@ def generate_cmd(**opts: Any) -> None:
 @click.option("--dtype", type=DTYPE, default="auto", show_default=True,
               help="Weights dtype to write.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--stream-weights", is_flag=True,
+              help="Never load the model: fold its safetensors shards one at a time (memory about one shard; "
+                   "the same tensors as without). --model must be a local directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar (--stream-weights).")
 @click.pass_context
 def fold_cmd(ctx: click.Context, /, **opts: Any) -> None:
     """Write a standard Hugging Face checkpoint with the alphas folded into the MLP weights.
@@ -136,6 +140,8 @@ def fold_cmd(ctx: click.Context, /, **opts: Any) -> None:
           --out runs/gpt2-aura-folded
       python -c "import transformers as t; \\
           t.AutoModelForCausalLM.from_pretrained('runs/gpt2-aura-folded')"
+      aura-stream fold --stream-weights --model /models/falcon-40b \\
+          --intervention falcon40b-aura.safetensors --out /models/falcon-40b-aura   # RAM: one shard
     """
     from aura_stream.fold import check_out_dir, fold
     from aura_stream.generate import check_strength
@@ -149,8 +155,21 @@ def fold_cmd(ctx: click.Context, /, **opts: Any) -> None:
     if strength is not None:
         check_strength(strength)
     iv = load_intervention(opts["intervention"])
-    loaded = load_model(opts["model"], dtype=opts["dtype"], device=opts["device"])
-    out = fold(loaded, iv, opts["out"], strength=strength, config=resolved_config(ctx))
+    if opts["stream_weights"]:  # the model is never loaded
+        from aura_stream.errors import InputError
+        from aura_stream.fold_streamed import fold_streamed
+        from aura_stream.model import demo_model_dir
+
+        if opts["dtype"] != "auto" or opts["device"] != "cpu":
+            raise InputError(f"`--dtype` and `--device` must keep their defaults with `--stream-weights`, which "
+                             f"writes each tensor in its checkpoint dtype on the CPU; got --dtype {opts['dtype']} "
+                             f"--device {opts['device']}. Drop them, or drop --stream-weights.")
+        model_dir = opts["model"] or str(demo_model_dir())
+        out = fold_streamed(model_dir, iv, opts["out"], strength=strength, config=resolved_config(ctx),
+                            progress=not opts["quiet"])
+    else:
+        loaded = load_model(opts["model"], dtype=opts["dtype"], device=opts["device"])
+        out = fold(loaded, iv, opts["out"], strength=strength, config=resolved_config(ctx))
     n = (iv if strength is None else iv.with_strength(strength)).n_dampened()
     echo(f"folded {n} dampened neurons ({iv.metadata.get('method')}) into {out}")
 
