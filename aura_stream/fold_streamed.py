@@ -9,7 +9,8 @@ needs the whole model in RAM (and a little more). :func:`fold_streamed` never lo
 2. each safetensors shard is read (:class:`aura_stream.checkpoint.Checkpoint`, without the page
    cache), the tensors a fold step names are scaled exactly as :func:`aura_stream.fold.apply_fold`
    scales them (float32 arithmetic, stored in the tensor's dtype), checked finite, and the shard is
-   written under its own file name; then it is freed before the next one is read.
+   written under its own file name; then it is freed before the next one is read. A shard that
+   holds no tensor to scale is copied byte for byte.
 
 Memory is about one shard. The index (same keys in the same files), ``config.json``, the tokenizer
 and every other non-weight file are copied unchanged; the output tensors are identical to those of
@@ -295,6 +296,9 @@ def fold_streamed(
         provenance["not_copied"] = _copy_other_files(model_dir, tmp, shard_names)
         for path in tqdm(checkpoint.files, unit="shard", desc="fold", disable=not progress,
                          dynamic_ncols=True):
+            if path.name not in scales:  # no MLP tensor here (embeddings, ...): the same bytes
+                shutil.copyfile(path, tmp / path.name)
+                continue
             keys = [k for k, e in checkpoint.entries.items() if e.file == path]
             tensors = checkpoint.read(keys)
             scale_tensors(tensors, scales.get(path.name, []))
