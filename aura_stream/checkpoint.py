@@ -57,20 +57,23 @@ class TensorEntry:
 def _read_header(path: Path) -> tuple[dict[str, TensorEntry], int]:
     """Entries of one ``.safetensors`` file and its size; a damaged file is one clear error."""
     size = path.stat().st_size
-    damaged = f"weights file {str(path)!r} is damaged"
+
+    def damaged(what: str) -> ModelLoadError:
+        return ModelLoadError(f"a weights file is damaged ({path.name}: {what}); an interrupted download leaves a "
+                              "truncated file: download it again.")
     with path.open("rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise ModelLoadError(f"{damaged} (shorter than a header); download it again.")
+            raise damaged("shorter than a header")
         (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_BYTES or 8 + n > size:
-            raise ModelLoadError(f"{damaged} (header of {n} bytes in a {size}-byte file); download it again.")
+            raise damaged(f"header of {n} bytes in a {size}-byte file")
         try:
             header = json.loads(f.read(n))
         except ValueError:
-            raise ModelLoadError(f"{damaged} (header is not JSON); download it again.") from None
+            raise damaged("header is not JSON") from None
     if not isinstance(header, dict):
-        raise ModelLoadError(f"{damaged} (header is not an object); download it again.")
+        raise damaged("header is not an object")
     base = 8 + n
     out: dict[str, TensorEntry] = {}
     for name, info in header.items():
@@ -80,14 +83,13 @@ def _read_header(path: Path) -> tuple[dict[str, TensorEntry], int]:
             dtype, shape = str(info["dtype"]), tuple(int(d) for d in info["shape"])
             start, end = (int(o) for o in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
-            raise ModelLoadError(f"{damaged} (entry {name!r} is malformed); download it again.") from None
+            raise damaged(f"entry {name!r} is malformed") from None
         if dtype not in DTYPES:
             raise ModelLoadError(f"tensor {name!r} in {path.name} has dtype {dtype}, which aura-stream cannot "
                                  "stream; supported: " + ", ".join(DTYPES) + ".")
         itemsize = torch.empty((), dtype=DTYPES[dtype]).element_size()
         if end - start != math.prod(shape) * itemsize or base + end > size or start < 0:
-            raise ModelLoadError(f"{damaged} (tensor {name!r} runs past the end: truncated download?); "
-                                 "download it again.")
+            raise damaged(f"tensor {name!r} runs past the end")
         out[name] = TensorEntry(path, dtype, shape, base + start, base + end)
     return out, size
 

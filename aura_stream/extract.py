@@ -23,7 +23,7 @@ from aura_stream.backends.base import Capture
 from aura_stream.data import LabelledTexts, load_labelled
 from aura_stream.errors import AuraStreamError, InputError, StoreError
 from aura_stream.hookpoints import HookPoint, default_patterns, match_hooks
-from aura_stream.identity import weights_fingerprint
+from aura_stream.identity import FINGERPRINT_V2, weights_fingerprint, weights_fingerprint_v2
 from aura_stream.model import LoadedModel, check_max_length, resolve_device
 from aura_stream.pooling import Pooling, parse_pooling
 from aura_stream.store import ActivationStore, StoreSpec
@@ -178,7 +178,8 @@ def extract(
     _probe(capture, loaded, texts.texts[:2], max_length)
     # a row block larger than the data would be padded on disk to its full height
     spec = _spec(loaded, texts, points, poolings, max_length=max_length, store_dtype=store_dtype,
-                 row_block=min(row_block, len(texts)), n_shards=shard[1], config=config)
+                 row_block=min(row_block, len(texts)), n_shards=shard[1], config=config,
+                 out=None if overwrite else out)
     store = ActivationStore.create_or_open(out, spec, overwrite=overwrite)
     done = store.completed()
     mine = [b for b in range(store.n_blocks) if b % shard[1] == shard[0]]
@@ -227,11 +228,16 @@ def _extract_streamed(model: Any, texts: LabelledTexts, out: Path, *, hooks: Seq
     from aura_stream.extract_streamed import run_streamed
     from aura_stream.model import demo_model_dir
 
+    stored = None if overwrite else stored_fingerprint(out)
+    if stored is not None and not stored.startswith(FINGERPRINT_V2):
+        raise InputError(f"store {str(out)!r} was started by an aura-stream older than --stream-weights and records "
+                         "a weights fingerprint only the in-memory run computes; resume it without --stream-weights, "
+                         "or start a new `--out`.")
     sm = StreamedModel(model or demo_model_dir(), dtype=dtype, device=resolve_device(device))
     available = sm.hook_points()
     points = [available[n] for n in match_hooks(list(hooks) if hooks else default_patterns(available), available)]
     spec = _spec(sm, texts, points, poolings, max_length=max_length, store_dtype=store_dtype,  # type: ignore[arg-type]
-                 row_block=min(row_block, len(texts)), n_shards=shard[1], config=config,
+                 row_block=min(row_block, len(texts)), n_shards=shard[1], config=config, out=out,
                  weights=sm.weights_fingerprint(), backend_info={"backend": "streamed"})
     store = ActivationStore.create_or_open(out, spec, overwrite=overwrite)
     done = store.completed()
@@ -279,9 +285,28 @@ def _run_block(capture: Capture, loaded: LoadedModel, texts: list[str], *, batch
     return out
 
 
+def stored_fingerprint(out: Path) -> str | None:
+    """The weights fingerprint an existing store at ``out`` recorded, or None (no store, or none recorded)."""
+    if out.is_file() or not (out / "zarr.json").is_file():
+        return None
+    try:
+        value = ActivationStore.open(out).attrs.get("identity", {}).get("weights")
+    except AuraStreamError:
+        return None  # create_or_open reports a damaged store in its own words
+    return value if isinstance(value, str) else None
+
+
+def _fingerprint(loaded: LoadedModel, out: Path | None) -> str:
+    """v2 for a new store; the store's own (older) kind when resuming one made before v2."""
+    stored = None if out is None else stored_fingerprint(out)
+    if stored is not None and not stored.startswith(FINGERPRINT_V2):
+        return weights_fingerprint(loaded.model)
+    return weights_fingerprint_v2(loaded.model)
+
+
 def _spec(loaded: LoadedModel, texts: LabelledTexts, points: list[HookPoint], poolings: list[Pooling], *,
           max_length: int, store_dtype: str, row_block: int, n_shards: int,
-          config: Mapping[str, Any] | None, weights: str | None = None,
+          config: Mapping[str, Any] | None, out: Path | None, weights: str | None = None,
           backend_info: Mapping[str, Any] | None = None) -> StoreSpec:
     import transformers
     import zarr
@@ -292,7 +317,7 @@ def _spec(loaded: LoadedModel, texts: LabelledTexts, points: list[HookPoint], po
         "tokenizer": str(getattr(loaded.tokenizer, "name_or_path", "")), "max_length": max_length,
         "poolings": list(poolings), "hooks": hooks, "dataset_fingerprint": texts.fingerprint,
         "n_samples": len(texts), "store_dtype": store_dtype, "row_block": row_block, "n_shards": n_shards,
-        "weights": weights or weights_fingerprint(loaded.model),
+        "weights": weights or _fingerprint(loaded, out),
     }
     provenance = {
         "model_type": str(getattr(loaded.model.config, "model_type", "")),

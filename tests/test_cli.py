@@ -58,7 +58,8 @@ def test_unknown_config_key_is_usage_error(tmp_path: Path) -> None:
     (["extract", "--model", "no-such-org/no-such-model-xyz", "--out", "OUT"], "cannot load model"),
     (["extract", "--data", "/nonexistent.csv", "--out", "OUT"], "does not exist"),
     (["extract", "--shard", "5/2", "--out", "OUT"], "`--shard` index must be in 0..N-1"),
-    (["extract", "--max-memory", "lots", "--out", "OUT"], "`--max-memory` must look like"),
+    (["extract", "--max-memory", "lots", "--out", "OUT"], "`--max-memory` must be a size such as 8GiB"),
+    (["extract", "--max-memory", "gpu:70GiB", "--out", "OUT"], "`--max-memory` must look like"),
     (["info", "/nonexistent.zarr"], "does not exist"),
     (["score", "/nonexistent.zarr"], "does not exist"),
 ])

@@ -118,6 +118,35 @@ def test_streamed_resumes_an_in_memory_store(sharded_dirs: dict[str, Path], text
         np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_store_started_before_v2_fingerprints(sharded_dirs: dict[str, Path], texts_csv: Path,
+                                               tmp_path: Path) -> None:
+    import zarr
+
+    from aura_stream.identity import weights_fingerprint
+
+    model = str(sharded_dirs["gpt2"])
+    out = tmp_path / "old.zarr"
+    extract(model=model, data=texts_csv, out=out, shard=(0, 2), **KW)
+    group = zarr.open_group(str(out), mode="r+")
+    attrs = dict(group.attrs["aura_stream"])
+    assert attrs["identity"]["weights"].startswith("v2:")
+    attrs["identity"] = {**attrs["identity"], "weights": weights_fingerprint(load_model(model).model)}  # < v2
+    group.attrs["aura_stream"] = attrs
+    with pytest.raises(InputError, match="resume it without --stream-weights"):
+        extract(model=model, data=texts_csv, out=out, shard=(1, 2), stream_weights=True, **KW)
+    rest = extract(model=model, data=texts_csv, out=out, shard=(1, 2), **KW)  # in memory: the old fingerprint
+    assert rest.blocks_written == 2
+
+
+def test_fingerprint_reads_a_few_pages_per_tensor(sharded_dirs: dict[str, Path]) -> None:
+    from aura_stream.identity import RUN_LENGTH, RUNS_PER_TENSOR, weights_fingerprint_v2
+
+    sm = StreamedModel(sharded_dirs["llama"])
+    assert sm.weights_fingerprint() == weights_fingerprint_v2(load_model(str(sharded_dirs["llama"])).model)
+    big = max(sm.checkpoint.entries.values(), key=lambda e: e.nbytes)
+    assert big.nbytes > 4 * RUNS_PER_TENSOR * RUN_LENGTH  # the sample is a small part of it
+
+
 def test_spilled_hidden_states_give_the_same_values(sharded_dirs: dict[str, Path], tmp_path: Path) -> None:
     model = sharded_dirs["gpt2"]
     loaded = load_model(str(model))
@@ -146,7 +175,9 @@ def test_weights_are_read_once_per_pass(sharded_dirs: dict[str, Path]) -> None:
     stats = run_pass(sm, points, ["max"], [PassBlock(0, len(TEXTS), batches)], write=lambda *_: None,
                      hidden_budget=10**9, progress=False)
     block_bytes = sum(sm.nbytes(sm.layer_names(i), compute=False) for i in range(3))
-    assert stats.weight_bytes_read == block_bytes  # 8 batches, each block read once
+    resident = sm.nbytes(sm.resident_names, compute=False)
+    assert stats.weight_bytes_read == block_bytes + resident  # 8 batches, each block read once
+    assert "lm_head.weight" not in sm.resident_names  # the LM head is never read
     assert all(p.device.type == "meta" for n, p in sm.model.named_parameters() if n.startswith("model.layers."))
 
 
