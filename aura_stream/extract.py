@@ -224,21 +224,20 @@ def _extract_streamed(model: Any, texts: LabelledTexts, out: Path, *, hooks: Seq
                       config: Mapping[str, Any] | None, memory_budget: int | None,
                       scratch_dir: str | Path | None) -> ExtractResult:
     """The layer-major ``extract`` (:mod:`aura_stream.extract_streamed`)."""
-    from aura_stream.backends.streamed import StreamedModel
+    from aura_stream.backends import get_backend
     from aura_stream.extract_streamed import run_streamed
-    from aura_stream.model import demo_model_dir
 
     stored = None if overwrite else stored_fingerprint(out)
     if stored is not None and not stored.startswith(FINGERPRINT_V2):
         raise InputError(f"store {str(out)!r} was started by an aura-stream older than --stream-weights and records "
                          "a weights fingerprint only the in-memory run computes; resume it without --stream-weights, "
                          "or start a new `--out`.")
-    sm = StreamedModel(model or demo_model_dir(), dtype=dtype, device=resolve_device(device))
+    sm: Any = get_backend("streamed").load(model, dtype=dtype, device=resolve_device(device))
     available = sm.hook_points()
     points = [available[n] for n in match_hooks(list(hooks) if hooks else default_patterns(available), available)]
-    spec = _spec(sm, texts, points, poolings, max_length=max_length, store_dtype=store_dtype,  # type: ignore[arg-type]
+    spec = _spec(sm, texts, points, poolings, max_length=max_length, store_dtype=store_dtype,
                  row_block=min(row_block, len(texts)), n_shards=shard[1], config=config, out=out,
-                 weights=sm.weights_fingerprint(), backend_info={"backend": "streamed"})
+                 weights=sm.weights_fingerprint(), backend_info=sm.backend.describe())
     store = ActivationStore.create_or_open(out, spec, overwrite=overwrite)
     done = store.completed()
     mine = [b for b in range(store.n_blocks) if b % shard[1] == shard[0]]

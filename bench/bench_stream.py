@@ -1,7 +1,7 @@
 """Models larger than memory: in-memory vs ``--stream-weights`` extract (and fold) under a hard memory cap.
 
-Builds (once) a random-init 0.62B-parameter bfloat16 Llama saved in 5 safetensors shards
-(1.24 GB of weights), then runs each mode in a fresh process, the page cache dropped before each:
+Builds (once) a random-init 1.1B-parameter bfloat16 Llama (TinyLlama's shape) saved in 5 safetensors
+shards (2.2 GB of weights), then runs each mode in a fresh process, the page cache dropped before each:
 
 - ``memory``           in-memory extract, no cap (the reference wall time)
 - ``streamed``         ``--stream-weights``, no cap
@@ -13,10 +13,11 @@ Builds (once) a random-init 0.62B-parameter bfloat16 Llama saved in 5 safetensor
 The cap is a cgroup v1 memory limit (``/sys/fs/cgroup/memory``; no swap here). Bytes read come
 from ``/proc/<pid>/io`` (``read_bytes``, polled by this process, so a killed child still counts),
 peak memory from the cgroup's ``memory.max_usage_in_bytes`` (page cache included) and from the
-child's own ``ru_maxrss``. Needs root for the cgroup and ``drop_caches``.
+child's own ``VmHWM`` (``ru_maxrss`` would inherit the parent's peak through fork + exec).
+Needs root for the cgroup and ``drop_caches``.
 
-    python bench/bench_stream.py --out bench/out/stream           # ~6 min on 2 cores
-    python bench/bench_stream.py --cap-mb 700 --rows 256 --timeout 240
+    python bench/bench_stream.py --out bench/out/stream           # ~8 min on 2 cores
+    python bench/bench_stream.py --cap-mb 1100 --rows 256 --timeout 240
 
 Prints one JSON line per run and the ratios; ``docs/performance.md`` records a run.
 """
@@ -41,7 +42,7 @@ import json, sys, time, resource
 from pathlib import Path
 args = json.loads(sys.argv[1])
 t0 = time.perf_counter()
-from aura_stream.memory import bytes_read, peak_rss
+from aura_stream.memory import bytes_read
 out = {"mode": args["mode"]}
 try:
     if args["mode"].startswith("fold"):
@@ -68,13 +69,14 @@ try:
     out.update(ok=True, work_s=time.perf_counter() - t)
 except Exception as exc:
     out.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:300]}")
-out.update(total_s=time.perf_counter() - t0, peak_rss=peak_rss(), read_bytes_self=bytes_read())
+hwm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+out.update(total_s=time.perf_counter() - t0, peak_rss=hwm, read_bytes_self=bytes_read())
 print("RESULT " + json.dumps(out), flush=True)
 """
 
 
 def build_model(path: Path) -> int:
-    """The 0.62B bf16 Llama in 5 shards with the demo tokenizer; returns its weight bytes."""
+    """The 1.1B bf16 Llama in 5 shards with the demo tokenizer; returns its weight bytes."""
     import torch
     import transformers as T
 
@@ -82,11 +84,11 @@ def build_model(path: Path) -> int:
 
     if not (path / "model.safetensors.index.json").is_file():
         torch.manual_seed(0)
-        cfg = T.LlamaConfig(hidden_size=1536, intermediate_size=4096, num_hidden_layers=18, num_attention_heads=12,
-                            num_key_value_heads=12, vocab_size=32000, max_position_embeddings=2048,
-                            tie_word_embeddings=False)
+        cfg = T.LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                            num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048,
+                            tie_word_embeddings=False)  # TinyLlama-1.1B's shape
         model = T.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
-        model.save_pretrained(path, max_shard_size="260MB")
+        model.save_pretrained(path, max_shard_size="460MB")
         demo = demo_model_dir()
         for name in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy(demo / name, path / name)
@@ -134,8 +136,8 @@ def run(mode: str, args: dict[str, Any], *, cap: int | None, timeout: float) -> 
         result["cgroup_peak"] = int((group / "memory.max_usage_in_bytes").read_text())
         result["oom_kills"] = _oom_kills(group)
         group.rmdir()
-    if killed or proc.returncode not in (0, None):
-        result["killed"] = killed or f"signal {-proc.returncode}" if proc.returncode < 0 else killed
+    if killed or (proc.returncode or 0) < 0:
+        result["killed"] = killed or f"signal {-proc.returncode}"
         result["stderr_tail"] = stderr.strip().splitlines()[-1:] if stderr.strip() else []
     print(json.dumps(result), flush=True)
     return result
@@ -168,16 +170,20 @@ def make_intervention(model_dir: Path, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=HERE / "out" / "stream")
-    ap.add_argument("--cap-mb", type=int, default=700, help="hard cgroup cap for the capped runs")
-    ap.add_argument("--budget-mb", type=int, default=640, help="--max-memory of the streamed capped run")
+    ap.add_argument("--cap-mb", type=int, default=None,
+                    help="hard cgroup cap of the capped runs (default: half the weights)")
+    ap.add_argument("--budget-mb", type=int, default=None,
+                    help="--max-memory of the streamed capped run (default: 92%% of the cap)")
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--timeout", type=float, default=240, help="seconds before a capped in-memory run is killed")
     ap.add_argument("--modes", default="memory,streamed,memory-refused,streamed-capped,memory-capped,fold,"
                                        "fold-streamed-capped")
     opts = ap.parse_args()
     opts.out.mkdir(parents=True, exist_ok=True)
-    model = opts.out / "llama-0.62b-bf16"
+    model = opts.out / "llama-1.1b-bf16"
     weights = build_model(model)
+    opts.cap_mb = opts.cap_mb or weights // 2 >> 20
+    opts.budget_mb = opts.budget_mb or int(opts.cap_mb * 0.92)
     data = Path(__file__).resolve().parents[1] / "aura_stream" / "assets" / "demo" / "demo_train.csv"
     cap = opts.cap_mb << 20
     print(json.dumps({"weights_bytes": weights, "cap_bytes": cap, "rows": opts.rows}), flush=True)

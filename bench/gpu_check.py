@@ -223,6 +223,21 @@ def main() -> int:  # one linear script on purpose: one process, one model build
     info.append({"step": "extract", "seconds": f"{statistics.median(t_ext):.2f}",
                  "detail": f"{tokens / statistics.median(t_ext):,.0f} tokens/s, store {store_bytes / 1e9:.2f} GB"})
 
+    # 2b. extract --stream-weights on the device: same stored values, time vs the in-memory extract
+    t0 = time.perf_counter()
+    extract(model=str(model_dir), data=data, out=work / "streamed.zarr", dtype="bfloat16", device=device,
+            batch_size=args.batch_size, max_length=args.max_length, overwrite=True, progress=False,
+            stream_weights=True)
+    t_stream = time.perf_counter() - t0
+    from aura_stream.store import ActivationStore
+
+    mem_store, st_store = ActivationStore.open(work / "store.zarr"), ActivationStore.open(work / "streamed.zarr")
+    same = all(np.array_equal(a[:], st_store.activations(p, h)[:]) for p, h, a in mem_store.iter_arrays())
+    check("extract --stream-weights stores the same values as the in-memory extract", str(same), "True", same)
+    check("extract --stream-weights wall / in-memory extract", f"{t_stream / statistics.median(t_ext):.3f}x "
+          f"({t_stream:.2f} s vs {statistics.median(t_ext):.2f} s)", "<= 1.10x",
+          t_stream <= 1.10 * statistics.median(t_ext), perf=True)
+
     # 3. score ----------------------------------------------------------------------------------
     t0 = time.perf_counter()
     result = score(work / "store.zarr", recompute=True, progress=False, out=work / "aura.safetensors")

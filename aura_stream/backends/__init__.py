@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 _REGISTRY: dict[str, tuple[str, str]] = {
     "hf": ("aura_stream.backends.hf", "HFBackend"),
     "transformer-lens": ("aura_stream.backends.tl", "TLBackend"),
-    # "streamed": ("aura_stream.backends.streamed", ...): extract only, chosen by `extract --stream-weights`
+    "streamed": ("aura_stream.backends.streamed", "StreamedBackend"),  # extract only: `extract --stream-weights`
 }
 """Backend name -> (module, class), imported on first use."""
 
