@@ -1,9 +1,19 @@
-"""Interventions: AurA / Det0 / Damp alphas from AUROCs, and their safetensors file.
+"""Interventions: AurA / Det0 / Damp alphas from AUROCs, transport maps, and their safetensors file.
 
-File format: one safetensors file; per hook ``<hook>.alpha`` (float32 ``[d]``) and
-``<hook>.auroc`` (float64 ``[d]``); ``__metadata__["aura_stream"]`` is JSON with the method, its
-parameters, the model, hook widths, the source store's fingerprint and the package version.
-safetensors holds raw tensors only, so opening a file from a stranger executes nothing.
+File format (``aura-stream-intervention/2``; ``/1`` files still load): one safetensors file;
+``__metadata__["aura_stream"]`` is JSON with ``format``, the method, its parameters, the model,
+``hooks``, hook ``widths``, the source store's fingerprint and the package version. Per hook either
+
+- ``<hook>.alpha`` (float32 ``[d]``, in [0, 1]) and ``<hook>.auroc`` (float64 ``[d]``): AurA,
+  Det0, Damp (the only kind in ``/1`` files); applied as ``z * alpha``; or
+- ``<hook>.omega`` and ``<hook>.beta`` (float32 ``[d]``, finite), and with metadata ``support =
+  "source-range"`` also ``<hook>.lo`` and ``<hook>.hi`` (float32 ``[d]``, ``lo <= hi``): the
+  transport methods (linear-act, mean-act, gaussian-act); applied as ``omega * z + beta`` where
+  ``lo <= z <= hi`` (everywhere for ``support = "all"``).
+
+Both are the affine form :meth:`Intervention.affine`: an alpha file is ``omega = alpha``, ``beta =
+0``, support all. safetensors holds raw tensors only, so opening a file from a stranger executes
+nothing. The format is described in ``docs/methods.md``.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 
@@ -25,26 +35,58 @@ from aura_stream.errors import InputError, InterventionError, MissingFileError, 
 from aura_stream.store import HOOK_NAME
 
 Method = Literal["aura", "det0", "damp"]
-METHODS: tuple[str, ...] = get_args(Method)
-FORMAT = "aura-stream-intervention/1"
+METHODS: tuple[str, ...] = get_args(Method)  # AUROC-based (alpha) methods
+TRANSPORT_METHODS: tuple[str, ...] = ("linear-act", "mean-act", "gaussian-act")  # = transport.TRANSPORT_METHODS
+ALL_METHODS: tuple[str, ...] = METHODS + TRANSPORT_METHODS
+Support = Literal["all", "source-range"]
+SUPPORTS: tuple[str, ...] = get_args(Support)
+FORMAT = "aura-stream-intervention/2"
+FORMAT_V1 = "aura-stream-intervention/1"  # alpha files only; still loaded
+FORMATS = (FORMAT_V1, FORMAT)
+
+
+class Affine(NamedTuple):
+    """One hook's map ``z -> omega * z + beta`` where ``lo <= z <= hi`` (everywhere if ``lo is None``).
+
+    Attributes
+    ----------
+    omega, beta : np.ndarray of shape [d], float32
+    lo, hi : np.ndarray of shape [d], float32, or None
+        The support (``source-range``); None for ``support = "all"``.
+    """
+
+    omega: np.ndarray
+    beta: np.ndarray
+    lo: np.ndarray | None
+    hi: np.ndarray | None
 
 
 @dataclass(frozen=True)
 class Intervention:
-    """Per-hook dampening factors.
+    """Per-hook dampening factors, or per-hook transport maps.
 
     Attributes
     ----------
     alphas : dict of str to np.ndarray of shape [d_hook], float32
-        Multiplier of each neuron's output; 1 leaves it alone.
+        Multiplier of each neuron's output; 1 leaves it alone. For a transport intervention
+        (:attr:`is_transport`) the slopes ``omega``: *not* the whole map, which needs ``betas``
+        and ``bounds`` too; apply any intervention through :meth:`affine`.
     aurocs : dict of str to np.ndarray of shape [d_hook], float64
+        Empty for transport interventions.
     metadata : dict
-        ``method``, ``parameters``, ``model``, ``widths``, ``store_fingerprint``, ``version``.
+        ``method``, ``parameters``, ``model``, ``widths``, ``store_fingerprint``, ``version``;
+        ``support`` for transport interventions.
+    betas : dict of str to np.ndarray of shape [d_hook], float32
+        Offsets of a transport intervention; empty for AurA/Det0/Damp (beta = 0).
+    bounds : dict of str to (lo, hi), each np.ndarray of shape [d_hook], float32
+        The source range of a ``support = "source-range"`` transport; empty otherwise.
     """
 
     alphas: dict[str, np.ndarray]
     aurocs: dict[str, np.ndarray]
     metadata: dict[str, Any] = field(default_factory=dict)
+    betas: dict[str, np.ndarray] = field(default_factory=dict)
+    bounds: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def widths(self) -> dict[str, int]:
@@ -52,23 +94,71 @@ class Intervention:
         return {k: int(v.shape[0]) for k, v in self.alphas.items()}
 
     @property
+    def is_transport(self) -> bool:
+        """True for linear-act/mean-act/gaussian-act (an offset beta per neuron), False for alphas."""
+        return bool(self.betas)
+
+    @property
+    def support(self) -> str:
+        """``"source-range"`` (map only inside each neuron's ``[lo, hi]``) or ``"all"``."""
+        return "source-range" if self.bounds else "all"
+
+    def affine(self, hook: str) -> Affine:
+        """The map of one hook as ``(omega, beta, lo, hi)``: ``z -> omega * z + beta`` inside ``[lo, hi]``.
+
+        For AurA/Det0/Damp ``omega = alpha``, ``beta = 0`` and ``lo = hi = None`` (everywhere).
+        Pass the result to :func:`aura_stream.transport_fn.transport` (``transport(z, *iv.affine(h))``
+        after converting to tensors). Strength is already in it (:meth:`with_strength`).
+
+        Raises
+        ------
+        HookError
+            ``hook`` is not in the intervention.
+        """
+        if hook not in self.alphas:
+            from aura_stream.errors import HookError
+
+            raise HookError(f"`hook` must be one of the intervention's hooks ({', '.join(list(self.alphas)[:5])}"
+                            f"{', ...' if len(self.alphas) > 5 else ''}); got {hook!r}.")
+        omega = self.alphas[hook]
+        beta = self.betas.get(hook)
+        lo, hi = self.bounds.get(hook, (None, None))
+        return Affine(omega, np.zeros_like(omega) if beta is None else beta, lo, hi)
+
+    @property
     def fingerprint(self) -> str:
-        """sha256 over hook names and alpha bytes: equal fingerprints, equal intervention."""
+        """sha256 over hook names and alpha bytes (transport: also beta, lo, hi and the support).
+
+        Alpha files hash exactly as before format 2; equal fingerprints, equal intervention.
+        """
         digest = hashlib.sha256()
+        if self.is_transport:
+            digest.update(f"transport:{self.support}".encode())
         for name in sorted(self.alphas):
             digest.update(name.encode())
             digest.update(np.ascontiguousarray(self.alphas[name], dtype=np.float32).tobytes())
+            if self.is_transport:
+                for part in (self.betas[name], *self.bounds.get(name, ())):
+                    digest.update(np.ascontiguousarray(part, dtype=np.float32).tobytes())
         return digest.hexdigest()
 
     def with_strength(self, strength: float) -> Intervention:
-        """Alphas scaled towards 1: ``1 - s * (1 - alpha)`` (s = 1 keeps them, 0 disables)."""
+        """The map scaled towards the identity by ``s = strength`` (s = 1 keeps it, 0 disables it).
+
+        ``z -> s * (omega * z + beta) + (1 - s) * z == (1 - s + s * omega) * z + s * beta``, so
+        ``omega -> 1 - s * (1 - omega)`` and ``beta -> s * beta``; for alphas that is ``alpha -> 1 - s
+        * (1 - alpha)``. The support ``[lo, hi]`` is kept: outside it ``z`` stays as it is.
+        """
         check_unit("strength", strength)
         alphas = {k: (1.0 - strength * (1.0 - a)).astype(np.float32) for k, a in self.alphas.items()}
+        betas = {k: (np.float64(strength) * b).astype(np.float32) for k, b in self.betas.items()}
         params = {**self.metadata.get("parameters", {}), "strength_applied": strength}
-        return replace(self, alphas=alphas, metadata={**self.metadata, "parameters": params})
+        return replace(self, alphas=alphas, betas=betas, metadata={**self.metadata, "parameters": params})
 
     def n_dampened(self) -> int:
-        """Number of neurons with alpha < 1."""
+        """Number of neurons with alpha < 1 (transport: neurons whose map is not the identity)."""
+        if self.is_transport:
+            return int(sum(((self.alphas[k] != 1) | (self.betas[k] != 0)).sum() for k in self.alphas))
         return int(sum((a < 1).sum() for a in self.alphas.values()))
 
     def fwd_hooks(self, *, strength: float | None = None) -> list[tuple[str, Any]]:
@@ -189,6 +279,71 @@ def make_intervention(
     return iv
 
 
+def make_transport_intervention(
+    estimates: Mapping[str, np.ndarray],
+    *,
+    method: str,
+    support: str = "source-range",
+    strength: float = 1.0,
+    metadata: Mapping[str, Any] | None = None,
+) -> Intervention:
+    """Turn per-hook transport estimates into a transport :class:`Intervention`.
+
+    Parameters
+    ----------
+    estimates : mapping of hook name to np.ndarray of shape [4, d_hook]
+        Rows omega, beta, lo, hi, as :func:`aura_stream.transport.transport_estimate` returns.
+    method : {"linear-act", "mean-act", "gaussian-act"}
+    support : {"source-range", "all"}
+        ``source-range`` keeps ``lo``/``hi`` (the map applies only inside the toxic range);
+        ``all`` drops them (the map applies everywhere).
+    strength : float in [0, 1]
+        Final map ``(1 - s + s * omega) z + s * beta`` (:meth:`Intervention.with_strength`).
+
+    Raises
+    ------
+    InputError
+        Unknown method or support, strength outside [0, 1], estimates not of shape [4, d].
+    NumericalError
+        Non-finite values, or ``lo > hi``.
+    """
+    if method not in TRANSPORT_METHODS:
+        raise InputError(f"`--method` must be one of {', '.join(TRANSPORT_METHODS)}; got {method!r}.")
+    check_support(support)
+    check_unit("strength", strength)
+    omegas, betas, bounds = {}, {}, {}
+    for name, est in estimates.items():
+        est = np.asarray(est, dtype=np.float64)
+        if est.ndim != 2 or est.shape[0] != 4:
+            raise InputError(f"estimates of {name} must have shape [4, d] (omega, beta, lo, hi); "
+                             f"got {list(est.shape)}.")
+        single = est.astype(np.float32)
+        bad = np.flatnonzero(~np.isfinite(single).all(axis=0) | (single[2] > single[3]))
+        if bad.size:
+            raise NumericalError(f"transport estimates must be finite with lo <= hi; hook {name} neuron "
+                                 f"{int(bad[0])} has (omega, beta, lo, hi) = {est[:, bad[0]].tolist()}. "
+                                 "Rescore it (`aura-stream score`).")
+        omegas[name], betas[name] = single[0], single[1]
+        if support == "source-range":
+            bounds[name] = (single[2], single[3])
+    params = {"strength": strength, "support": support}
+    meta = {"format": FORMAT, "method": method, "parameters": params, "version": __version__,
+            **dict(metadata or {}), "support": support}
+    iv = Intervention(alphas=omegas, aurocs={}, metadata=meta, betas=betas, bounds=bounds)
+    if strength != 1.0:
+        iv = replace(iv.with_strength(strength), metadata=meta)
+    meta["widths"] = iv.widths
+    return iv
+
+
+def check_support(support: str) -> str:
+    """``support`` must be ``source-range`` or ``all``."""
+    if support not in SUPPORTS:
+        raise InputError(f"`--support` must be one of {', '.join(SUPPORTS)}; got {support!r}. "
+                         "source-range maps only activations inside the toxic range, all maps every activation.")
+    return support
+
+
 def save_intervention(iv: Intervention, path: str | Path) -> Path:
     """Write ``iv`` as safetensors, atomically (a temporary file renamed into place)."""
     from safetensors import SafetensorError
@@ -199,9 +354,18 @@ def save_intervention(iv: Intervention, path: str | Path) -> Path:
         raise InterventionError(f"`--out` must be a file path; {str(path)!r} is a directory.")
     tensors: dict[str, np.ndarray] = {}
     for name in iv.alphas:
+        if iv.is_transport:
+            parts = {"omega": iv.alphas[name], "beta": iv.betas[name]}
+            if name in iv.bounds:
+                parts["lo"], parts["hi"] = iv.bounds[name]
+            for suffix, values in parts.items():
+                tensors[f"{name}.{suffix}"] = np.ascontiguousarray(values, dtype=np.float32)
+            continue
         tensors[f"{name}.alpha"] = np.ascontiguousarray(iv.alphas[name], dtype=np.float32)
         tensors[f"{name}.auroc"] = np.ascontiguousarray(iv.aurocs[name], dtype=np.float64)
-    meta = {**iv.metadata, "widths": iv.widths, "hooks": list(iv.alphas)}
+    meta = {**iv.metadata, "format": FORMAT, "widths": iv.widths, "hooks": list(iv.alphas)}
+    if iv.is_transport:
+        meta["support"] = iv.support
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +423,7 @@ def load_intervention(path: str | Path) -> Intervention:
         meta = json.loads(header.get("__metadata__", {}).get("aura_stream", ""))
     except (json.JSONDecodeError, AttributeError, TypeError):
         meta = None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in FORMATS:
         raise InterventionError(f"{str(path)!r} is safetensors but not an aura-stream intervention (no metadata); "
                                 "create one with `aura-stream score`.")
     try:
@@ -274,6 +438,8 @@ def load_intervention(path: str | Path) -> Intervention:
             f"{str(path)!r}: metadata must hold `hooks` as a list, `widths` as a mapping and `method` as a string; "
             f"got {type(hooks).__name__}, {type(widths).__name__} and {type(meta.get('method')).__name__}. "
             "Recreate it with `aura-stream score`.")
+    if any(isinstance(n, str) and f"{n}.omega" in tensors for n in hooks):
+        return _load_transport(path, meta, hooks, widths, tensors)
     alphas, aurocs = {}, {}
     for name in hooks:
         if not isinstance(name, str) or not HOOK_NAME.match(name):
@@ -303,6 +469,53 @@ def load_intervention(path: str | Path) -> Intervention:
     if extra:
         raise InterventionError(f"{str(path)!r} holds tensors not in its metadata ({sorted(extra)[0]}, ...); refused.")
     return Intervention(alphas=alphas, aurocs=aurocs, metadata=meta)
+
+
+def _load_transport(path: Path, meta: dict[str, Any], hooks: list[Any], widths: dict[str, Any],
+                    tensors: dict[str, np.ndarray]) -> Intervention:
+    """The transport half of :func:`load_intervention`: omega, beta (and lo, hi) per hook, validated."""
+    support = meta.get("support")
+    if meta.get("format") != FORMAT or support not in SUPPORTS or meta.get("method") not in TRANSPORT_METHODS:
+        raise InterventionError(
+            f"{str(path)!r}: a transport file must be format {FORMAT} with `support` one of {', '.join(SUPPORTS)} "
+            f"and `method` one of {', '.join(TRANSPORT_METHODS)}; got {meta.get('format')!r}, {support!r} and "
+            f"{meta.get('method')!r}. Recreate it with `aura-stream score`.")
+    suffixes = ("omega", "beta", "lo", "hi") if support == "source-range" else ("omega", "beta")
+    omegas, betas, bounds = {}, {}, {}
+    for name in hooks:
+        if not isinstance(name, str) or not HOOK_NAME.match(name):
+            raise InterventionError(f"{str(path)!r} names an invalid hook {str(name)[:60]!r}; "
+                                    "the file is not trustworthy.")
+        parts = [tensors.get(f"{name}.{s}") for s in suffixes]
+        if any(p is None for p in parts):
+            raise InterventionError(f"{str(path)!r} lacks tensors for hook {name} (support {support} needs "
+                                    f"{', '.join(suffixes)}); the metadata does not match the data.")
+        arrays = [p for p in parts if p is not None]
+        d = arrays[0].shape
+        if any(a.dtype != np.float32 or a.ndim != 1 or a.shape != d for a in arrays):
+            got = " and ".join(f"{a.dtype}{list(a.shape)}" for a in arrays)
+            raise InterventionError(f"{str(path)!r}: hook {name} must have float32 {', '.join(suffixes)} of one "
+                                    f"shape [d]; got {got}. Recreate it with `aura-stream score`.")
+        if widths.get(name) != d[0]:
+            raise InterventionError(f"{str(path)!r}: metadata says {name} has width {widths.get(name)}, "
+                                    f"the data has {d[0]}; the file was tampered with.")
+        stacked = np.stack(arrays)
+        bad = np.flatnonzero(~np.isfinite(stacked).all(axis=0)
+                             | ((stacked[2] > stacked[3]) if len(arrays) == 4 else False))
+        if bad.size:
+            j = int(bad[0])
+            raise InterventionError(f"{str(path)!r}: {', '.join(suffixes)} must be finite"
+                                    f"{' with lo <= hi' if len(arrays) == 4 else ''}; {name} neuron {j} has "
+                                    f"{[float(v) for v in stacked[:, j]]}. Recreate the file with `aura-stream score`.")
+        omegas[name], betas[name] = arrays[0], arrays[1]
+        if len(arrays) == 4:
+            bounds[name] = (arrays[2], arrays[3])
+    if not omegas:
+        raise InterventionError(f"{str(path)!r} holds no hooks; recreate it with `aura-stream score`.")
+    extra = set(tensors) - {f"{n}.{s}" for n in omegas for s in suffixes}
+    if extra:
+        raise InterventionError(f"{str(path)!r} holds tensors not in its metadata ({sorted(extra)[0]}, ...); refused.")
+    return Intervention(alphas=omegas, aurocs={}, metadata=meta, betas=betas, bounds=bounds)
 
 
 def check_matches_model(iv: Intervention, widths: Mapping[str, int]) -> None:

@@ -1,4 +1,4 @@
-"""``score``: exact per-neuron AUROC of a store, out of core with dask, and the intervention file."""
+"""``score``: exact per-neuron AUROC or transport maps of a store, out of core with dask; the intervention file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,14 @@ import numpy as np
 from aura_stream.errors import InputError, StoreError
 from aura_stream.hookpoints import match_hooks
 from aura_stream.interventions import (
+    ALL_METHODS,
     METHODS,
+    TRANSPORT_METHODS,
     Intervention,
+    check_support,
     check_unit,
     make_intervention,
+    make_transport_intervention,
     save_intervention,
 )
 from aura_stream.store import ActivationStore
@@ -37,13 +41,25 @@ class HookSummary:
 
 
 @dataclass(frozen=True)
+class TransportSummary:
+    """One line of the score report of a transport method."""
+
+    hook_name: str
+    width: int
+    mean_omega: float
+    mean_abs_beta: float
+    n_changed: int  # neurons whose map is not the identity
+
+
+@dataclass(frozen=True)
 class ScoreResult:
     """What one ``score`` call produced."""
 
     intervention: Intervention
     out: Path | None
-    summary: list[HookSummary]
-    computed: list[str]  # hooks whose AUROCs were computed now (others came from the store)
+    summary: list[HookSummary]  # AUROC methods; empty for transport methods
+    computed: list[str]  # hooks whose AUROCs (transport maps) were computed now (others came from the store)
+    transport: list[TransportSummary] = field(default_factory=list)  # transport methods only
 
 
 @contextlib.contextmanager
@@ -113,7 +129,6 @@ def compute_aurocs(store: ActivationStore, pooling: str, hook_names: Sequence[st
     dict of hook name to np.ndarray of shape [d_hook], float64
     """
     import dask.array as da
-    from dask.base import compute
 
     from aura_stream.auroc import auroc_dask, parse_memory
 
@@ -126,6 +141,43 @@ def compute_aurocs(store: ActivationStore, pooling: str, hook_names: Sequence[st
                    name=f"hook {h}")
         for h in hook_names
     ]
+    results = _compute_all(lazy, client=client, progress=progress)
+    return {h: np.asarray(r, dtype=np.float64) for h, r in zip(hook_names, results, strict=True)}
+
+
+def compute_transport(store: ActivationStore, pooling: str, hook_names: Sequence[str], *, method: str,
+                      client: Any = None, memory_budget: str | int = "2GB",
+                      progress: bool = True) -> dict[str, np.ndarray]:
+    """Transport estimate (omega, beta, lo, hi) of every neuron of ``hook_names``, in column blocks.
+
+    The same dask graph as :func:`compute_aurocs` (all samples of a block of neurons per task,
+    ``memory_budget`` shared by the blocks in flight) with the transport kernel.
+
+    Returns
+    -------
+    dict of hook name to np.ndarray of shape [4, d_hook], float64
+        Rows omega, beta, lo, hi (:func:`aura_stream.transport.transport_estimate`).
+    """
+    import dask.array as da
+
+    from aura_stream.auroc import parse_memory
+    from aura_stream.transport import transport_dask
+
+    labels = store.labels
+    budget = parse_memory(memory_budget)
+    n_parallel = len(client.ncores()) if client is not None else max(1, _threads())
+    per_block = max(1, budget // max(1, n_parallel))
+    lazy = [transport_dask(da.from_zarr(store.activations(pooling, h)), labels, method=method,
+                           memory_budget=per_block, name=f"hook {h}")
+            for h in hook_names]
+    results = _compute_all(lazy, client=client, progress=progress)
+    return {h: np.asarray(r, dtype=np.float64) for h, r in zip(hook_names, results, strict=True)}
+
+
+def _compute_all(lazy: list[Any], *, client: Any, progress: bool) -> list[Any]:
+    """Compute dask arrays together: on ``client`` (a tqdm bar per hook) or local threads."""
+    from dask.base import compute
+
     if client is not None:
         from distributed import as_completed
         from tqdm.auto import tqdm
@@ -141,7 +193,7 @@ def compute_aurocs(store: ActivationStore, pooling: str, hook_names: Sequence[st
         ctx = ProgressBar(out=sys.stderr) if progress else contextlib.nullcontext()
         with ctx:
             results = list(compute(*lazy, scheduler="threads"))
-    return {h: np.asarray(r, dtype=np.float64) for h, r in zip(hook_names, results, strict=True)}
+    return results
 
 
 def _threads() -> int:
@@ -166,11 +218,18 @@ def score(
     recompute: bool = False,
     progress: bool = True,
     config: Mapping[str, Any] | None = None,
+    support: str | None = None,
 ) -> ScoreResult:
     """Score a store's neurons and build an intervention.
 
     AUROCs already in the store (``scores/<pooling>/<hook>/auroc``) are reused, so a second call
     with another method or k costs nothing; ``recompute`` forces fresh ones.
+
+    The transport methods (``linear-act``, ``mean-act``, ``gaussian-act``; docs/methods.md) estimate
+    a map ``omega * z + beta`` per neuron from the activations every time (nothing is stored in
+    the store, so ``recompute`` does not apply). Their pooling defaults to ``mean``: a store
+    without it is refused unless ``pooling`` names one it has. ``support`` (default
+    ``source-range``) applies only to them.
 
     Raises
     ------
@@ -183,19 +242,28 @@ def score(
     """
     from aura_stream.auroc import parse_memory
 
-    if method not in METHODS:
-        raise InputError(f"`--method` must be one of {', '.join(METHODS)}; got {method!r}.")
+    if method not in ALL_METHODS:
+        raise InputError(f"`--method` must be one of {', '.join(ALL_METHODS)}; got {method!r}.")
     check_unit("strength", strength)
+    transport = method in TRANSPORT_METHODS
     ignored = [f"`--{name}`" for name, value, used_by in (("num-experts", num_experts, ("det0", "damp")),
-                                                           ("damp-alpha", damp_alpha, ("damp",)))
+                                                           ("damp-alpha", damp_alpha, ("damp",)),
+                                                           ("support", support, TRANSPORT_METHODS),
+                                                           ("recompute", recompute or None, METHODS))
                if value is not None and method not in used_by]
+    if ignored and transport:
+        raise InputError(f"{' and '.join(ignored)} must not be given with `--method {method}`, which ignores "
+                         f"{'them' if len(ignored) > 1 else 'it'}; drop {' and '.join(ignored)} (transport maps are "
+                         "estimated afresh on every call, without AUROCs or top-k).")
     if ignored:
         raise InputError(f"{' and '.join(ignored)} must not be given with `--method {method}`, which ignores "
                          f"{'them' if len(ignored) > 1 else 'it'}; drop {' and '.join(ignored)} or choose a method "
-                         "that uses it (det0/damp take --num-experts, damp --damp-alpha).")
+                         "that uses it (det0/damp take --num-experts, damp --damp-alpha, the *-act methods --support).")
     damp_alpha = 0.5 if damp_alpha is None else damp_alpha
     check_unit("damp_alpha", damp_alpha)
-    if method != "aura" and (num_experts is None or num_experts < 1):
+    if transport:
+        check_support(support or "source-range")
+    if method in ("det0", "damp") and (num_experts is None or num_experts < 1):
         raise InputError(f"`--num-experts` must be >= 1 for method {method}; got {num_experts}.")
     parse_memory(memory_budget)
     if scheduler:
@@ -218,10 +286,18 @@ def score(
     if labels.min() == labels.max():
         raise InputError(f"labels must hold both classes; the store has only class {int(labels[0])}. "
                          "Extract toxic and non-toxic sentences.")
-    pooling = pooling or store.poolings[0]
+    if transport and pooling is None and "mean" not in store.poolings:
+        raise InputError(f"`--pooling` must be given for `--method {method}`, whose default is mean; the store "
+                         f"holds {', '.join(store.poolings)}. Pass e.g. --pooling {store.poolings[0]}, or extract "
+                         "with --pooling mean.")
+    pooling = pooling or ("mean" if transport else store.poolings[0])
     if pooling not in store.poolings:
         raise InputError(f"`--pooling` must be one the store holds ({', '.join(store.poolings)}); got {pooling!r}.")
     names = match_hooks(list(hooks), store.hooks) if hooks else list(store.hooks)
+    if transport:
+        return _score_transport(store, method, names, pooling=pooling, support=support or "source-range",
+                                strength=strength, out_path=out_path, workers=workers, scheduler=scheduler,
+                                memory_budget=memory_budget, progress=progress, config=config)
     if method != "aura" and num_experts is not None:
         total = sum(store.hooks[n] for n in names)
         if num_experts > total:
@@ -262,6 +338,51 @@ def score(
     if out_path is not None:
         save_intervention(iv, out_path)
     return ScoreResult(iv, out_path, summarise(iv), todo)
+
+
+def _metadata(store: ActivationStore, pooling: str, config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The provenance an intervention records about its store."""
+    identity = store.attrs.get("identity", {})
+    return {"model": identity.get("model"), "model_type": store.attrs.get("model_type"),
+            "pooling": pooling, "store": str(store.path.resolve()),
+            "store_fingerprint": identity.get("dataset_fingerprint"),
+            "n_samples": store.n_samples, "config": dict(config or {})}
+
+
+def _score_transport(store: ActivationStore, method: str, names: list[str], *, pooling: str, support: str,
+                     strength: float, out_path: Path | None, workers: int | None, scheduler: str | None,
+                     memory_budget: str | int, progress: bool, config: Mapping[str, Any] | None) -> ScoreResult:
+    """The transport half of :func:`score`: estimate every hook's map, build and save the intervention."""
+    labels = store.labels
+    n_toxic = int(labels.sum())
+    n_clean = int(labels.size - n_toxic)
+    with dask_client(workers=workers, scheduler=scheduler) as client:
+        try:
+            estimates = compute_transport(store, pooling, names, method=method, client=client,
+                                          memory_budget=memory_budget, progress=progress)
+        except ValueError as exc:
+            if "checksum" not in str(exc):
+                raise
+            raise StoreError(f"store {str(store.path)!r} is corrupted: a chunk failed its crc32c checksum; "
+                             "extract again with `--overwrite` (the data cannot be trusted).") from exc
+    pairing = ("sorted pairs" if n_toxic == n_clean or method != "linear-act"
+               else "quantile matching (Hazen positions (i + 0.5) / n_toxic, linear interpolation)")
+    iv = make_transport_intervention(
+        estimates, method=method, support=support, strength=strength,
+        metadata={**_metadata(store, pooling, config), "n_toxic": n_toxic, "n_non_toxic": n_clean,
+                  "pairing": pairing},
+    )
+    if out_path is not None:
+        save_intervention(iv, out_path)
+    return ScoreResult(iv, out_path, [], list(names), summarise_transport(iv))
+
+
+def summarise_transport(iv: Intervention) -> list[TransportSummary]:
+    """Per hook of a transport intervention: mean omega, mean |beta|, neurons whose map is not the identity."""
+    return [TransportSummary(name, int(omega.shape[0]), float(omega.mean(dtype=np.float64)),
+                             float(np.abs(iv.betas[name]).mean(dtype=np.float64)),
+                             int(((omega != 1) | (iv.betas[name] != 0)).sum()))
+            for name, omega in iv.alphas.items()]
 
 
 def check_outside_store(path: str | Path | None, store_path: str | Path, option: str) -> None:

@@ -106,7 +106,8 @@ def test_nan_in_activations_names_hook_and_neuron(store_path: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"method": "magic"}, InputError, "`--method` must be one of aura, det0, damp; got 'magic'"),
+    ({"method": "magic"}, InputError,
+     "`--method` must be one of aura, det0, damp, linear-act, mean-act, gaussian-act; got 'magic'"),
     ({"method": "det0", "num_experts": 0}, InputError, "`--num-experts` must be >= 1"),
     ({"method": "det0", "num_experts": 10**6}, InputError, r"`--num-experts` must be <= 480"),
     ({"method": "damp", "num_experts": 3, "damp_alpha": 1.5}, InputError, r"`--damp-alpha` must be in \[0, 1\]"),
