@@ -154,17 +154,16 @@ def _oom_kills(group: Path) -> int | None:
 
 
 def make_intervention(model_dir: Path, path: Path) -> None:
-    """Random alphas on every ``hook_pre`` of the model, from its config alone."""
+    """AurA alphas of random AUROCs on every ``hook_pre`` of the model, from its config alone."""
     import numpy as np
 
     from aura_stream.estimate import hook_widths, read_shape
-    from aura_stream.interventions import Intervention, save_intervention
+    from aura_stream.interventions import make_intervention, save_intervention
 
     widths = {n: w for n, w in hook_widths(read_shape(model_dir)).items() if n.endswith("mlp.hook_pre")}
     rng = np.random.default_rng(0)
-    alphas = {n: rng.uniform(0.5, 1.0, w).astype(np.float32) for n, w in widths.items()}
-    save_intervention(Intervention(alphas=alphas, aurocs={n: 1.5 - a for n, a in alphas.items()},
-                                   metadata={"method": "aura", "model": str(model_dir)}), path)
+    aurocs = {n: rng.uniform(0.3, 0.9, w) for n, w in widths.items()}
+    save_intervention(make_intervention(aurocs, method="aura", metadata={"model": str(model_dir)}), path)
 
 
 def main() -> None:
