@@ -16,6 +16,7 @@ import torch
 
 from aura_stream.errors import HookError, InputError, InterventionError
 from aura_stream.hookpoints import HOOK_KINDS
+from aura_stream.transport_fn import transport
 
 if TYPE_CHECKING:
     from aura_stream.interventions import Intervention
@@ -72,6 +73,20 @@ def check_alphas(alphas: Mapping[str, Any]) -> None:
         )
 
 
+def check_transport(intervention: Intervention) -> None:
+    """A transport's omega, beta (and lo <= hi) must be finite 1-D arrays of one width per hook."""
+    bad = []
+    for name in intervention.alphas:
+        parts = [p for p in intervention.affine(name) if p is not None]
+        malformed = any(np.ndim(p) != 1 or np.shape(p) != np.shape(parts[0]) or not np.isfinite(p).all()
+                        for p in parts)
+        if malformed or (len(parts) == 4 and not (np.asarray(parts[2]) <= np.asarray(parts[3])).all()):
+            bad.append(name)
+    if bad:
+        raise InterventionError(f"a transport's omega/beta/lo/hi must be finite 1-D arrays of one width with "
+                                f"lo <= hi; {', '.join(bad[:5])} are not. Recreate it with `aura-stream score`.")
+
+
 def check_kinds(names: Mapping[str, Any]) -> None:
     """Every hook name must be of a kind with a dampening function in :data:`DAMPENERS`."""
     unknown = sorted({hook_kind(n) for n in names} - set(DAMPENERS))
@@ -125,7 +140,10 @@ def check_intervention(intervention: Intervention, widths: Mapping[str, int], *,
         check_strength(strength)
         intervention = intervention.with_strength(strength)
     check_not_folded(folded)
-    check_alphas(intervention.alphas)
+    if intervention.is_transport:
+        check_transport(intervention)
+    else:
+        check_alphas(intervention.alphas)
     check_matches_model(intervention, dict(widths))
     check_kinds(intervention.alphas)
     return intervention
@@ -140,24 +158,40 @@ class AlphaHook:
     (device, dtype).
     """
 
-    def __init__(self, hook_name: str, alpha: np.ndarray):
+    def __init__(self, hook_name: str, alpha: np.ndarray, beta: np.ndarray | None = None,
+                 lo: np.ndarray | None = None, hi: np.ndarray | None = None):
         self.hook_name = hook_name
         self.fn = DAMPENERS[hook_kind(hook_name)]
         self.alpha = torch.from_numpy(np.array(alpha, dtype=np.float32))  # [d_hook]
-        self._cast: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        # a transport (Linear-AcT): z -> alpha * z + beta, inside [lo, hi] when given
+        self.rest = [None if t is None else torch.from_numpy(np.array(t, dtype=np.float32)) for t in (beta, lo, hi)]
+        self._cast: dict[tuple[torch.device, torch.dtype], list[torch.Tensor | None]] = {}
 
     def __call__(self, activation: torch.Tensor, hook: Any = None) -> torch.Tensor:
         key = (activation.device, activation.dtype)
-        alpha = self._cast.get(key)
-        if alpha is None:
-            alpha = self._cast[key] = self.alpha.to(device=activation.device, dtype=activation.dtype)
-        return self.fn(activation, alpha)
+        cast = self._cast.get(key)
+        if cast is None:
+            cast = self._cast[key] = [None if t is None else t.to(device=activation.device, dtype=activation.dtype)
+                                      for t in (self.alpha, *self.rest)]
+        alpha, beta, lo, hi = cast
+        assert alpha is not None
+        if beta is None:
+            return self.fn(activation, alpha)
+        return transport(activation, alpha, beta, lo, hi)
 
     def __repr__(self) -> str:
         return f"AlphaHook({self.hook_name!r}, d={self.alpha.shape[0]})"
 
 
 def active_hooks(intervention: Intervention) -> list[tuple[str, AlphaHook]]:
-    """``(hook_name, AlphaHook)`` for every hook whose alphas are not all 1 (multiplying by 1 is exact)."""
-    return [(name, AlphaHook(name, alpha)) for name, alpha in intervention.alphas.items()
-            if not bool(np.all(alpha == 1.0))]
+    """``(hook_name, AlphaHook)`` for every hook whose map is not the identity (alphas all 1, betas all 0)."""
+    out = []
+    for name, alpha in intervention.alphas.items():
+        if not intervention.is_transport:
+            if not bool(np.all(alpha == 1.0)):
+                out.append((name, AlphaHook(name, alpha)))
+            continue
+        omega, beta, lo, hi = intervention.affine(name)
+        if not (bool(np.all(omega == 1.0)) and bool(np.all(beta == 0.0))):
+            out.append((name, AlphaHook(name, omega, beta, lo, hi)))
+    return out

@@ -54,6 +54,7 @@ class FoldStep:
     module_path: str
     axis: Axis
     alpha: np.ndarray  # [d_hook], float32
+    beta: np.ndarray | None = None  # [d_hook]: a transport's offset, added through the Linear's bias
 
 
 def _is_conv1d(module: nn.Module) -> bool:
@@ -83,6 +84,10 @@ def plan_fold(
     InterventionError
         A hook whose dampening is not a multiplication, or whose module is not a float Linear.
     """
+    if intervention.bounds:
+        raise InterventionError(
+            "a source-range transport must not be folded: it maps each activation only inside the toxic range "
+            "[lo, hi], which no weight can express. Use `generate`/`eval` (hooks), or score with --support all.")
     spec = arch_spec(model_type(model))
     steps: list[FoldStep] = []
     problems: list[str] = []
@@ -109,7 +114,12 @@ def plan_fold(
             problems.append(f"{p.name} ({path} is offloaded to disk)")
         else:
             alpha = np.asarray(intervention.alphas[p.name], dtype=np.float32)
-            steps.append(FoldStep(p.name, path, axis, alpha))
+            beta = intervention.betas.get(p.name)
+            beta = None if beta is None or not np.any(beta) else np.asarray(beta, dtype=np.float32)
+            if beta is not None and not isinstance(getattr(target, "bias", None), torch.Tensor):
+                problems.append(f"{p.name} (a transport offset beta needs a bias, and {path} has none)")
+                continue
+            steps.append(FoldStep(p.name, path, axis, alpha, beta))
     if problems:
         raise InterventionError(
             f"every hook must fold into a float Linear held in memory; cannot fold "
@@ -130,10 +140,18 @@ def apply_fold(model: nn.Module, steps: list[FoldStep]) -> None:
         dim = out_dim if step.axis == "out" else 1 - out_dim
         alpha = torch.from_numpy(step.alpha).to(weight.device)
         shape = (-1, 1) if dim == 0 else (1, -1)
-        weight.copy_((weight.float() * alpha.view(shape)).to(weight.dtype))
         bias = getattr(module, "bias", None)
+        if step.axis == "in" and step.beta is not None:  # W (omega z + beta) + b = (W omega) z + (b + W beta)
+            assert isinstance(bias, torch.Tensor)  # checked by plan_fold
+            beta = torch.from_numpy(step.beta).to(weight.device)
+            shift = beta @ weight.float() if _is_conv1d(module) else weight.float() @ beta
+            bias.copy_((bias.float() + shift).to(bias.dtype))
+        weight.copy_((weight.float() * alpha.view(shape)).to(weight.dtype))
         if step.axis == "out" and isinstance(bias, torch.Tensor):
-            bias.copy_((bias.float() * alpha).to(bias.dtype))
+            new = bias.float() * alpha
+            if step.beta is not None:  # omega (W z + b) + beta
+                new = new + torch.from_numpy(step.beta).to(weight.device)
+            bias.copy_(new.to(bias.dtype))
 
 
 def check_folded_finite(model: nn.Module, steps: list[FoldStep]) -> None:

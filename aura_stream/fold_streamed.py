@@ -262,6 +262,10 @@ def fold_streamed(
     model = build_skeleton(model_dir)
     intervention, points = resolve_intervention(model, intervention, strength=strength)
     steps = plan_fold(model, intervention, points, skeleton=True)
+    offsets = [st.hook_name for st in steps if st.beta is not None]
+    if offsets:
+        raise InterventionError(f"`fold --stream-weights` must fold scales only; {offsets[0]} has a transport "
+                                "offset beta (a bias shift). Fold it in memory (drop --stream-weights).")
     scales = plan_tensors(model, checkpoint, steps)
     del model
     dtypes = sorted({str(CKPT_DTYPES[checkpoint.entries[s.key].dtype]).removeprefix("torch.")
