@@ -263,3 +263,21 @@ def test_paired_difference_refuses_unpaired() -> None:
         paired_difference([1.0, float("nan")], [1.0, 0.0])
     with pytest.raises(InputError, match="bootstrap or normal"):
         paired_difference([1.0], [1.0], method="exact")  # type: ignore[arg-type]
+
+
+def test_transformer_lens_arm_equals_plain_lm_eval_on_folded(tiny_model_dirs: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    """TransformerLens backend: lm-eval calls the HF model the bridge wraps; the bridge's hooks fire."""
+    pytest.importorskip("transformer_lens")
+    from aura_stream.backends import tl
+
+    model_dir = tiny_model_dirs["gpt2"]
+    loaded = tl.load_bridge(str(model_dir))
+    iv = random_intervention(loaded.model)
+    base = run_utility(loaded.model, loaded.tokenizer, tasks=SHIPPED_TASK, limit=LIMIT, batch_size=BATCH)
+    arm = run_utility(loaded.model, loaded.tokenizer, tasks=SHIPPED_TASK, limit=LIMIT, batch_size=BATCH,
+                      context=lambda: loaded.backend.dampened(iv))
+    assert base == plain_lm_eval(model_dir, [SHIPPED_TASK])
+    assert arm != base
+    folded_dir = fold(load_model(str(model_dir)), iv, tmp_path / "folded")
+    assert arm == plain_lm_eval(folded_dir, [SHIPPED_TASK])
