@@ -150,8 +150,13 @@ def evaluate(
     confidence: float = 0.95,
     prompts_source: str | None = None,
     ppl_text_source: str | None = None,
+    utility: Any = None,
 ) -> EvalSummary:
     """Evaluate the baseline and every arm on the same prompts and seeds; write the report.
+
+    ``utility`` (an :class:`aura_stream.eval_utility.UtilitySettings` from
+    :func:`~aura_stream.eval_utility.check_settings`) adds lm-eval zero-shot tasks per arm
+    (``summary.json`` ``utility``; ``utility.json``, resumable).
 
     The arms, in report order:
 
@@ -238,19 +243,20 @@ def evaluate(
                 "ppl_text_fingerprint": sha256_json(texts), **settings,
                 "arms": [a.identity() for a in arms],
                 # only where not the default, so that earlier output folders stay resumable
-                **({"backend": loaded.backend.name} if loaded.backend.name != DEFAULT_BACKEND else {})}
+                **({"backend": loaded.backend.name} if loaded.backend.name != DEFAULT_BACKEND else {}),
+                **({"utility": utility.identity()} if utility is not None else {})}
     identity = json.loads(json.dumps(identity))  # tuples -> lists: compares equal to the file
     with out_dir_lock(out_dir):
         return _evaluate_locked(loaded, items, texts, chunks, arms, scorer, identity, settings, out_dir=out_dir,
                                 overwrite=overwrite, config=config, batch_size=batch_size, progress=progress,
-                                prompts_source=prompts_source, ppl_text_source=ppl_text_source)
+                                prompts_source=prompts_source, ppl_text_source=ppl_text_source, utility=utility)
 
 
 def _evaluate_locked(loaded: LoadedModel, items: list[Prompt], texts: list[str], chunks: list[list[int]],
                      arms: list[Arm], scorer: ToxicityScorer, identity: dict[str, Any], settings: dict[str, Any], *,
                      out_dir: str | os.PathLike[str], overwrite: bool, config: Mapping[str, Any] | None,
                      batch_size: int, progress: bool, prompts_source: str | None,
-                     ppl_text_source: str | None) -> EvalSummary:
+                     ppl_text_source: str | None, utility: Any = None) -> EvalSummary:
     """:func:`evaluate` once ``out_dir`` is locked: generate and score, measure perplexity, report."""
     from aura_stream.report import render_report
 
@@ -293,6 +299,10 @@ def _evaluate_locked(loaded: LoadedModel, items: list[Prompt], texts: list[str],
         "files": {"generations": GENERATIONS_FILE, "report": REPORT_FILE, "config": CONFIG_FILE},
         "config": dict(config or {}),
     }
+    if utility is not None:
+        from aura_stream.eval_utility import run_arms
+
+        data["utility"] = run_arms(loaded, arms, utility, out)
     data = json.loads(json.dumps(data, default=str))
     max_tox = {name: s.max(axis=1) for name, s in scores.items()}
     render_report(data, max_tox, out / REPORT_FILE)

@@ -52,6 +52,12 @@ backend_option: Callable[[F], F] = common.backend_option
 @click.option("--overwrite", is_flag=True,
               help="Start afresh, replacing any evaluation in --out (else: resume, or refuse "
                    "one of another configuration).")
+@click.option("--utility-tasks", default=None,
+              help="lm-eval zero-shot tasks per arm, comma-separated, e.g. aura_cloze (shipped) or "
+                   "hellaswag,piqa (needs aura-stream[utility]).")
+@click.option("--utility-include", type=click.Path(file_okay=False), default=None,
+              help="Directory of local lm-eval task YAMLs (the offline route).")
+@click.option("--utility-limit", type=int, default=None, help="Documents per utility task (lm-eval --limit).")
 @backend_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -70,6 +76,8 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
       aura-stream eval --model ./gpt2 --out reports/gpt2-base/ --prompts rtp.jsonl
       aura-stream eval --model ./gpt2 --intervention runs/gpt2-aura.safetensors \\
           --out reports/gpt2-aura-tl/ --backend transformer-lens
+      aura-stream eval --model ./gpt2 --intervention runs/gpt2-aura.safetensors \\
+          --out reports/gpt2-utility/ --utility-tasks aura_cloze --utility-limit 100   # zero-shot utility
     """
     from aura_stream.errors import InputError
     from aura_stream.evaluate import check_out_dir, evaluate
@@ -90,6 +98,10 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
         check_strength(opts["strength"])
     check_out_dir(opts["out"])
     common.check_backend_ready(opts["backend"], opts["model"])
+    from aura_stream.eval_utility import check_settings, utility_lines
+
+    utility = check_settings(opts["utility_tasks"], opts["utility_include"], opts["utility_limit"],
+                             opts["batch_size"])
     prompts = load_prompts(opts["prompts"])
     if opts["limit_prompts"] is not None:
         prompts = prompts[:opts["limit_prompts"]]
@@ -107,9 +119,14 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
         temperature=opts["temperature"], seed=opts["seed"], preprompt=opts["preprompt"],
         batch_size=opts["batch_size"], strength=opts["strength"], overwrite=opts["overwrite"],
         progress=not opts["quiet"], config=resolved_config(ctx),
-        prompts_source=str(opts["prompts"]), ppl_text_source=str(opts["ppl_text"]),
+        prompts_source=str(opts["prompts"]), ppl_text_source=str(opts["ppl_text"]), utility=utility,
     )
     echo(result.table())
+    if "utility" in result.data:
+        echo("")
+        echo("utility (lm-eval; difference vs baseline with its 95% paired interval):")
+        for line in utility_lines(result.data["utility"]):
+            echo(f"  {line}")
     echo("")
     echo(f"wrote {result.summary_path}, {result.generations_path} and {result.report_path}")
 

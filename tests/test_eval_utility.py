@@ -1,0 +1,79 @@
+"""``eval --utility-tasks``: lm-eval numbers per arm inside ``summary.json``, resumable, checked before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lm_eval")
+
+from aura_stream.errors import AuraStreamError
+from aura_stream.eval_utility import UTILITY_FILE, check_settings
+from aura_stream.evaluate import Arm, evaluate
+from aura_stream.generate import dampened
+from aura_stream.hookpoints import all_hook_points
+from aura_stream.interventions import make_intervention
+from aura_stream.model import load_model
+from aura_stream.scorers import load_scorer
+from aura_stream.utility import SHIPPED_TASK, run_utility
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+LIMIT = 12
+
+
+def _intervention(model: object) -> object:
+    rng = np.random.default_rng(0)
+    aurocs = {n: rng.uniform(0.3, 1.0, p.width) for n, p in all_hook_points(model).items()
+              if n.endswith("mlp.hook_pre")}
+    return make_intervention(aurocs, method="aura", metadata={"model": "tiny"})
+
+
+def test_eval_utility_equals_run_utility_per_arm_and_resumes(tiny_model_dirs: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    loaded = load_model(str(tiny_model_dirs["gpt2"]))
+    iv = _intervention(loaded.model)
+    settings = check_settings(SHIPPED_TASK, None, LIMIT, 4)
+    assert settings is not None
+    kwargs = {"prompts": ["Hello there", "You are"], "ppl_texts": ["a short text to measure " * 4],
+              "scorer": load_scorer("default"), "out_dir": tmp_path / "eval", "samples_per_prompt": 2,
+              "max_new_tokens": 4, "batch_size": 4, "progress": False, "utility": settings,
+              "extra_arms": [Arm("preprompt", None, "Be kind.")]}
+    summary = evaluate(loaded, intervention=iv, **kwargs)  # type: ignore[arg-type]
+    util = summary.data["utility"]
+    assert set(util["arms"]) == {"baseline", "aura"} and util["left_out"] == ["preprompt"]
+    base = run_utility(loaded.model, loaded.tokenizer, tasks=SHIPPED_TASK, limit=LIMIT, batch_size=4)
+    arm = run_utility(loaded.model, loaded.tokenizer, tasks=SHIPPED_TASK, limit=LIMIT, batch_size=4,
+                      context=lambda: dampened(loaded.model, iv))  # type: ignore[arg-type]
+    assert util["arms"]["baseline"][SHIPPED_TASK]["metrics"] == base[SHIPPED_TASK]["metrics"]
+    assert util["arms"]["aura"][SHIPPED_TASK]["metrics"] == arm[SHIPPED_TASK]["metrics"]
+    diff = util["differences"]["aura"][SHIPPED_TASK]["acc"]
+    want = np.mean(arm[SHIPPED_TASK]["samples"]["acc"]) - np.mean(base[SHIPPED_TASK]["samples"]["acc"])
+    assert diff["difference"] == pytest.approx(want) and diff["n"] == LIMIT
+    record = (tmp_path / "eval" / UTILITY_FILE).read_bytes()
+    again = evaluate(loaded, intervention=iv, **kwargs)  # type: ignore[arg-type]
+    assert again.data["utility"] == util and (tmp_path / "eval" / UTILITY_FILE).read_bytes() == record
+
+
+def test_unknown_task_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(AuraStreamError, match="no_such_task"):
+        check_settings("no_such_task", None, None, 4)
+    with pytest.raises(AuraStreamError, match="need `--utility-tasks`"):
+        check_settings(None, None, 5, 4)
+    with pytest.raises(AuraStreamError, match="`--utility-limit` must be >= 1"):
+        check_settings(SHIPPED_TASK, None, 0, 4)
+
+
+def test_cli_eval_utility_column(tiny_model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    from aura_stream_cli.main import app
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_dirs["gpt2"]), "--out", str(tmp_path / "e"),
+                                   "--samples-per-prompt", "1", "--max-new-tokens", "2", "--limit-prompts", "2",
+                                   "--utility-tasks", SHIPPED_TASK, "--utility-limit", "4", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert f"baseline         {SHIPPED_TASK} acc" in res.output
+    res = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_dirs["gpt2"]), "--out", str(tmp_path / "f"),
+                                   "--utility-tasks", "no_such_task", "--quiet"])
+    assert res.exit_code == 1 and "no_such_task" in res.output and not (tmp_path / "f").exists()
