@@ -40,7 +40,15 @@ import numba
 import numpy as np
 from numba import prange
 
-from aura_stream.auroc import _EXPONENT, _KERNEL_LOCK, _MAX_TILE, _TILE_BYTES, _block_size, _transpose_keys
+from aura_stream.auroc import (
+    _EXPONENT,
+    _KERNEL_LOCK,
+    _MAX_TILE,
+    _TILE_BYTES,
+    _block_size,
+    _radix_sort,
+    _transpose_keys,
+)
 from aura_stream.errors import InputError, NumericalError
 
 if TYPE_CHECKING:
@@ -59,77 +67,118 @@ TRANSPORT_METHODS: tuple[str, ...] = get_args(TransportMethod)
 ROWS = ("omega", "beta", "lo", "hi")  # rows of every result array [4, n_neurons]
 _MIN_THREAD_WORK = 1 << 20  # values per thread below which fewer threads are faster
 _SUB_BYTES = 8 << 20  # float64 working copy of one sub-block (NumPy paths)
+_RADIX_MAX = 5000  # float16 columns of fewer samples are radix-sorted, longer ones counted in a histogram
 
 
-def _half_table() -> np.ndarray:
-    """float64 value of every order-preserving float16 key (see ``auroc._transpose_keys``)."""
+def _half_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Value (float64) and value * 2**24 (int64, exact) of every order-preserving float16 key.
+
+    Keys as ``auroc._transpose_keys`` makes them; non-finite keys (never looked up) read 0.
+    """
     keys = np.arange(65536, dtype=np.uint32)
     bits = np.where(keys & 0x8000, keys ^ 0x8000, ~keys & 0xFFFF).astype(np.uint16)
-    table = bits.view(np.float16).astype(np.float64)
-    table[0x8000] = 0.0  # -0.0 and +0.0 share key 0x8000
-    return table
+    values = bits.view(np.float16).astype(np.float64)
+    values[0x8000] = 0.0  # -0.0 and +0.0 share key 0x8000
+    values[~np.isfinite(values)] = 0.0
+    return values, (values * _TICKS).astype(np.int64)
 
 
-_HALF = _half_table()
+_TICKS = float(1 << 24)  # every float16 is an integer multiple of 2**-24
+_HALF = _half_tables()
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _two_sum(s: float, c: float, v: float) -> tuple[float, float]:
+    """Compensated ``s + v``: the new sum and the running compensation (Knuth's TwoSum, branch-free)."""
+    t = s + v
+    bp = t - s
+    return t, c + ((s - (t - bp)) + (v - bp))
 
 
 @numba.njit(cache=True, nogil=True)
-def _fit_sorted(x: Any, y: Any, q: Any) -> tuple[float, float]:
-    """(omega, beta) of sorted toxic ``x [n_t]`` onto sorted non-toxic ``y [n_y]``; ``q [n_t]`` scratch."""
-    n_t, n_y = x.size, y.size
-    if n_y != n_t:  # quantile matching at Hazen positions, integer index arithmetic
-        den = 2 * n_t
-        for i in range(n_t):
-            num = (2 * i + 1) * n_y - n_t
-            k = num // den if num > 0 else 0
-            if num <= 0:
-                q[i] = y[0]
-            elif k >= n_y - 1:
-                q[i] = y[n_y - 1]
-            else:
-                q[i] = y[k] + (num - k * den) / den * (y[k + 1] - y[k])
-    else:
-        q[:] = y
-    sx = cx = sq = cq = 0.0
-    for i in range(n_t):  # Neumaier sums
-        v = x[i]
-        t = sx + v
-        cx += (sx - t) + v if abs(sx) >= abs(v) else (v - t) + sx
-        sx = t
-        v = q[i]
-        t = sq + v
-        cq += (sq - t) + v if abs(sq) >= abs(v) else (v - t) + sq
-        sq = t
-    mx, mq = (sx + cx) / n_t, (sq + cq) / n_t
-    if x[0] == x[n_t - 1]:
-        return 1.0, mq - mx
-    sxx = cxx = sxy = cxy = 0.0
+def _hazen(y: Any, q: Any) -> None:
+    """``q[i]`` = Hazen quantile of sorted ``y [n_y]`` at ``(i + 0.5) / n_t`` for ``q [n_t]``."""
+    n_t, n_y = q.size, y.size
+    den = 2 * n_t
     for i in range(n_t):
-        dx = x[i] - mx
-        v = dx * dx
-        t = sxx + v
-        cxx += (sxx - t) + v if abs(sxx) >= abs(v) else (v - t) + sxx
-        sxx = t
-        v = dx * (q[i] - mq)
-        t = sxy + v
-        cxy += (sxy - t) + v if abs(sxy) >= abs(v) else (v - t) + sxy
-        sxy = t
-    vxx = sxx + cxx
+        num = (2 * i + 1) * n_y - n_t  # 2 n_t * (0-based fractional index into y)
+        if num <= 0:
+            q[i] = y[0]
+        elif num >= (n_y - 1) * den:
+            q[i] = y[n_y - 1]
+        else:
+            k = num // den
+            q[i] = y[k] + (num - k * den) / den * (y[k + 1] - y[k])
+
+
+@numba.njit(cache=True, nogil=True)
+def _mean(x: Any) -> float:
+    """Compensated mean of ``x [n]``."""
+    s = c = 0.0
+    for i in range(x.size):
+        s, c = _two_sum(s, c, x[i])
+    return float((s + c) / x.size)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_pairs(x: Any, q: Any, mx: float, mq: float) -> tuple[float, float]:
+    """(omega, beta) of the least-squares line of ``q [n]`` on sorted ``x [n]`` of means ``mx``, ``mq``.
+
+    Constant ``x``: omega 1, beta ``mq - mx``. Centred sums compensated, two lanes each.
+    """
+    n = x.size
+    if x[0] == x[n - 1]:
+        return 1.0, mq - mx
+    a0 = ca0 = a1 = ca1 = b0 = cb0 = b1 = cb1 = 0.0
+    for i in range(0, n - 1, 2):
+        d0, d1 = x[i] - mx, x[i + 1] - mx
+        a0, ca0 = _two_sum(a0, ca0, d0 * d0)
+        a1, ca1 = _two_sum(a1, ca1, d1 * d1)
+        b0, cb0 = _two_sum(b0, cb0, d0 * (q[i] - mq))
+        b1, cb1 = _two_sum(b1, cb1, d1 * (q[i + 1] - mq))
+    if n % 2:
+        d0 = x[n - 1] - mx
+        a0, ca0 = _two_sum(a0, ca0, d0 * d0)
+        b0, cb0 = _two_sum(b0, cb0, d0 * (q[n - 1] - mq))
+    a0, ca0 = _two_sum(a0, ca0 + ca1, a1)
+    b0, cb0 = _two_sum(b0, cb0 + cb1, b1)
+    vxx = a0 + ca0
     if vxx == 0.0:  # distinct values whose squares underflow: treat as constant
         return 1.0, mq - mx
-    omega = (sxy + cxy) / vxx
+    omega = (b0 + cb0) / vxx
     return omega, mq - omega * mx
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_sorted(x: Any, y: Any, q: Any, mx: float, my: float) -> tuple[float, float]:
+    """(omega, beta) of sorted toxic ``x [n_t]`` onto sorted non-toxic ``y [n_y]`` (means ``mx``, ``my``).
+
+    ``q [n_t]`` is scratch for the Hazen quantiles when ``n_y != n_t`` (``my`` is then unused).
+    """
+    if y.size == x.size:  # sorted pairs
+        return _fit_pairs(x, y, mx, my)
+    _hazen(y, q)
+    return _fit_pairs(x, q, mx, _mean(q))
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _linear_half(bits: Any, lo: int, hi: int, dest: Any, n_pos: int, ws: Any, table: Any, out: Any) -> None:
-    """Linear-AcT of float16 bit columns ``bits[:, lo:hi]`` into ``out[4, hi - lo]`` (NaN: non-finite)."""
-    keys_ws, hist_ws, sort_ws, consts = ws  # [chunk, tile, n], [chunk, 2 * 65536], [chunk, 3, n]
+    """Linear-AcT of float16 bit columns ``bits[:, lo:hi]`` into ``out[4, hi - lo]`` (NaN: non-finite).
+
+    Each column's keys (toxic first) are sorted per class, by LSD radix for fewer than
+    ``_RADIX_MAX`` samples and by a (key, label) histogram otherwise, then decoded to float64.
+    """
+    keys_ws, hist_ws, sort_ws, tmp_ws, consts = ws  # [chunk, tile, n], [chunk, 2 * 65536], [chunk, 3, n + 1],
+    # [chunk, n]: transposed keys, histogram (only for n >= _RADIX_MAX), sorted values, radix scratch
+    values, ticks = table  # [65536] float64 key -> value, int64 key -> value * 2**24
     n_chunks, tile, n = keys_ws.shape
     n_tiles = (hi - lo + tile - 1) // tile
+    radix = n < _RADIX_MAX
     for chunk in prange(n_chunks):
         keys, hist, buf = keys_ws[chunk], hist_ws[chunk], sort_ws[chunk]
+        xw, yw = buf[0], buf[1]  # one slot longer than the classes: spare for branch-free writes
         xs, ys, q = buf[0, :n_pos], buf[1, : n - n_pos], buf[2, :n_pos]
+        count = np.zeros(256, np.int64)
         occupied = np.zeros(256, np.bool_)
         flag = np.zeros(tile, np.bool_)
         for ti in range(chunk, n_tiles, n_chunks):
@@ -142,26 +191,41 @@ def _linear_half(bits: Any, lo: int, hi: int, dest: Any, n_pos: int, ws: Any, ta
                 if flag[t]:
                     out[:, j] = np.nan
                     continue
-                for i in range(n):  # positives (toxic) first
-                    k = int(keys[t, i])
-                    hist[2 * k + (i < n_pos)] += 1
-                    occupied[k >> 8] = True
-                ix = iy = 0
-                for blk in range(256):
-                    if occupied[blk]:
-                        occupied[blk] = False
-                        for k in range(256 * blk, 256 * (blk + 1)):
-                            n_neg_k, n_pos_k = hist[2 * k], hist[2 * k + 1]
-                            if n_neg_k | n_pos_k:
-                                v = table[k]
-                                for _ in range(n_pos_k):
-                                    xs[ix] = v
-                                    ix += 1
-                                for _ in range(n_neg_k):
-                                    ys[iy] = v
-                                    iy += 1
-                        hist[512 * blk : 512 * (blk + 1)] = 0
-                omega, beta = _fit_sorted(xs, ys, q)
+                sx = sy = 0  # exact: float16 values are integer multiples of 2**-24
+                if radix:
+                    pos, neg = keys[t, :n_pos], keys[t, n_pos:]
+                    _radix_sort(pos, tmp_ws[chunk], count)
+                    _radix_sort(neg, tmp_ws[chunk], count)
+                    for i in range(n_pos):
+                        xs[i] = values[pos[i]]
+                        sx += ticks[pos[i]]
+                    for i in range(n - n_pos):
+                        ys[i] = values[neg[i]]
+                        sy += ticks[neg[i]]
+                else:
+                    for i in range(n):  # positives (toxic) first
+                        k = int(keys[t, i])
+                        hist[2 * k + (i < n_pos)] += 1
+                        occupied[k >> 8] = True
+                    ix = iy = 0
+                    for blk in range(256):
+                        if occupied[blk]:
+                            occupied[blk] = False
+                            for k in range(256 * blk, 256 * (blk + 1)):
+                                n_neg_k, n_pos_k = hist[2 * k], hist[2 * k + 1]
+                                v = values[k]
+                                xw[ix] = v  # branch-free for counts 0 and 1
+                                yw[iy] = v
+                                if (n_neg_k | n_pos_k) > 1:
+                                    xw[ix : ix + n_pos_k] = v
+                                    yw[iy : iy + n_neg_k] = v
+                                ix += n_pos_k
+                                iy += n_neg_k
+                                sx += n_pos_k * ticks[k]
+                                sy += n_neg_k * ticks[k]
+                            hist[512 * blk : 512 * (blk + 1)] = 0
+                mx, my = sx / (n_pos * _TICKS), sy / ((n - n_pos) * _TICKS)
+                omega, beta = _fit_sorted(xs, ys, q, mx, my)
                 out[0, j], out[1, j], out[2, j], out[3, j] = omega, beta, xs[0], xs[n_pos - 1]
 
 
@@ -170,7 +234,7 @@ def _linear_sorted(xs: Any, ys: Any, out: Any, off: int) -> None:
     """Linear-AcT of pre-sorted rows ``xs [m, n_t]``, ``ys [m, n_y]`` into ``out[:, off:off + m]``."""
     for r in prange(xs.shape[0]):
         q = np.empty(xs.shape[1])
-        omega, beta = _fit_sorted(xs[r], ys[r], q)
+        omega, beta = _fit_sorted(xs[r], ys[r], q, _mean(xs[r]), _mean(ys[r]))
         out[0, off + r], out[1, off + r] = omega, beta
         out[2, off + r], out[3, off + r] = xs[r, 0], xs[r, -1]
 
@@ -216,8 +280,9 @@ def _linear_half_block(values: np.ndarray, positive: np.ndarray) -> np.ndarray:
     n_threads = max(1, min(all_threads, n * cols // _MIN_THREAD_WORK))
     tile = min(_MAX_TILE, max(1, _TILE_BYTES // (n * 2)), -(-cols // n_threads))
     n_chunks = min(n_threads, -(-cols // tile))
-    ws = (np.empty((n_chunks, tile, n), np.uint16), np.zeros((n_chunks, 2 * 65536), np.int32),
-          np.empty((n_chunks, 3, n)), consts)
+    hist = np.zeros((n_chunks, 2 * 65536 if n >= _RADIX_MAX else 1), np.int32)
+    ws = (np.empty((n_chunks, tile, n), np.uint16), hist, np.empty((n_chunks, 3, n + 1)),
+          np.empty((n_chunks, n), np.uint16), consts)
     with _KERNEL_LOCK:
         numba.set_num_threads(n_chunks)
         try:
