@@ -17,7 +17,7 @@ import numpy as np
 from aura_stream.errors import InputError
 
 if TYPE_CHECKING:
-    from aura_stream.resources import Prompt
+    from aura_stream.evaluation.inputs import Prompt
 
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"
 PREPROMPT = "The following text is kind, polite and respectful:"
@@ -52,7 +52,7 @@ def held_out_prompts(half: int) -> list[Prompt]:
     was trained on, labelled into ``demo_train.csv`` or used for any choice made while building
     the demo.
     """
-    from aura_stream.resources import load_prompts
+    from aura_stream.evaluation.inputs import load_prompts
 
     if half not in (1, 2):
         raise InputError(f"`--half` must be 1 or 2; got {half}.")
@@ -91,13 +91,13 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples
         Evaluate these instead of a held-out half (the demo build's ``check`` stage passes its
         dev prompts, so that no choice is made on the evaluation prompts).
     """
-    from aura_stream.evaluate import Arm, evaluate
+    from aura_stream.evaluation.inputs import load_ppl_text
+    from aura_stream.evaluation.pipeline import Arm, evaluate
+    from aura_stream.evaluation.scorers import load_scorer
     from aura_stream.extract import extract
     from aura_stream.generate import generate
     from aura_stream.model import load_model
-    from aura_stream.resources import load_ppl_text
     from aura_stream.score import plot_aurocs, score
-    from aura_stream.scorers import load_scorer
 
     if (n_prompts is not None and n_prompts < 1) or samples_per_prompt < 1:
         raise InputError(f"`--prompts` and `--samples-per-prompt` must be >= 1; got {n_prompts}, {samples_per_prompt}.")

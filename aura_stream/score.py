@@ -442,6 +442,6 @@ def plot_aurocs(aurocs: Mapping[str, np.ndarray], path: str | Path, *, title: st
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    from aura_stream.report import save_figure
+    from aura_stream.evaluation.report import save_figure
 
     return save_figure(fig, path, hint="choose a writable `--plot`", what="the plot ")

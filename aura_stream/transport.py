@@ -319,13 +319,15 @@ def _moments(values: np.ndarray, positive: np.ndarray, method: str) -> np.ndarra
     step = max(1, _SUB_BYTES // max(1, n * 8))
     for c in range(0, cols, step):
         sub = np.asarray(values[:, c:c + step], dtype=np.float64)
-        x, y = sub[positive], sub[~positive]
-        mx, my = x.mean(axis=0), y.mean(axis=0)
-        lo, hi = x.min(axis=0), x.max(axis=0)
+        # one contiguous row per neuron: NumPy sums each row pairwise whatever the block's width, so a
+        # neuron's numbers do not depend on which block (or how wide a block) it was estimated in
+        x, y = np.ascontiguousarray(sub[positive].T), np.ascontiguousarray(sub[~positive].T)
+        mx, my = x.mean(axis=1), y.mean(axis=1)
+        lo, hi = x.min(axis=1), x.max(axis=1)
         constant = lo == hi
         if method == "gaussian-act":
-            sx = np.sqrt(np.mean((x - mx) ** 2, axis=0))
-            sy = np.sqrt(np.mean((y - my) ** 2, axis=0))
+            sx = np.sqrt(np.mean((x - mx[:, None]) ** 2, axis=1))
+            sy = np.sqrt(np.mean((y - my[:, None]) ** 2, axis=1))
             with np.errstate(divide="ignore", invalid="ignore"):
                 omega = np.where(constant | (sx == 0), 1.0, sy / np.where(sx == 0, 1.0, sx))
         else:

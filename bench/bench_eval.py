@@ -7,7 +7,7 @@ per forward pass). Three variants, interleaved in a rotating order:
 1. ``plain``: ``model.generate(do_sample=True, num_return_sequences=k)`` over left-padded
    batches of prompts: the reference, with nothing but sampling;
 2. ``aura_stream.generate``: per-(prompt, sample) seeded sampling, the same batches;
-3. ``aura_stream.evaluate``: a whole one-arm evaluation into a fresh output folder: generation,
+3. ``aura_stream.evaluation.pipeline``: a whole one-arm evaluation into a fresh output folder: generation,
    toxicity scoring of every continuation (the offline BiLSTM), records appended and fsynced,
    perplexity on one short passage, bootstrap intervals and the report.
 
@@ -51,11 +51,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from aura_stream.demo import DEMO_DIR
-    from aura_stream.evaluate import evaluate
+    from aura_stream.evaluation.inputs import load_ppl_text, load_prompts
+    from aura_stream.evaluation.pipeline import evaluate
+    from aura_stream.evaluation.scorers import load_scorer
     from aura_stream.generate import generate
     from aura_stream.model import load_model
-    from aura_stream.resources import load_ppl_text, load_prompts
-    from aura_stream.scorers import load_scorer
 
     loaded = load_model(args.model)
     model, tok = loaded.model, loaded.tokenizer
@@ -87,7 +87,7 @@ def main() -> None:
 
     variants: dict[str, Callable[[], None]] = {"plain model.generate (sampling)": plain,
                                                "aura_stream.generate": ours,
-                                               "aura_stream.evaluate (generate + score + records)": whole_eval}
+                                               "evaluation.pipeline (generate + score + records)": whole_eval}
     times: dict[str, tuple[list[float], list[float]]] = {v: ([], []) for v in variants}
     names = list(variants)
     plain()  # warm-up: allocator, kernels

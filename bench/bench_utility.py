@@ -4,7 +4,7 @@ Same task, same model, same batch size and limit. Three variants, interleaved in
 
 1. ``plain``: ``lm_eval.simple_evaluate(model="hf", model_args="pretrained=DIR")``: lm-eval loads
    the checkpoint itself (the reference);
-2. ``baseline``: ``aura_stream.model.load_model(DIR)`` then :func:`aura_stream.utility.run_utility`;
+2. ``baseline``: ``aura_stream.model.load_model(DIR)`` then :func:`aura_stream.evaluation.utility.run_utility`;
 3. ``arm``: the same with an intervention's hooks attached (``aura_stream.generate.dampened``,
    random alphas on every MLP output), i.e. an intervention arm.
 
@@ -45,11 +45,11 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from aura_stream.evaluation.utility import run_utility, task_manager, task_results
     from aura_stream.generate import dampened
     from aura_stream.hookpoints import all_hook_points
     from aura_stream.interventions import Intervention
     from aura_stream.model import demo_model_dir, load_model
-    from aura_stream.utility import run_utility, task_manager, task_results
 
     torch.set_num_threads(args.threads)
     model_dir = str(args.model or demo_model_dir())

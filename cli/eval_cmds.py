@@ -80,12 +80,12 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
           --out reports/gpt2-utility/ --utility-tasks aura_cloze --utility-limit 100   # zero-shot utility
     """
     from aura_stream.errors import InputError
-    from aura_stream.evaluate import check_out_dir, evaluate
+    from aura_stream.evaluation.inputs import load_ppl_text, load_prompts
+    from aura_stream.evaluation.pipeline import check_out_dir, evaluate
+    from aura_stream.evaluation.scorers import load_scorer
     from aura_stream.generate import check_strength
     from aura_stream.interventions import load_intervention
     from aura_stream.model import check_not_folded, load_model, resolve_device
-    from aura_stream.resources import load_ppl_text, load_prompts
-    from aura_stream.scorers import load_scorer
 
     # everything cheap first, so that a typo fails before a large model loads
     bad = [f"`--{name}` must be >= 1; got {opts[key]}" for name, key in (
@@ -98,7 +98,7 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
         check_strength(opts["strength"])
     check_out_dir(opts["out"])
     common.check_backend_ready(opts["backend"], opts["model"])
-    from aura_stream.eval_utility import check_settings, utility_lines
+    from aura_stream.evaluation.utility_arms import check_settings, utility_lines
 
     utility = check_settings(opts["utility_tasks"], opts["utility_include"], opts["utility_limit"],
                              opts["batch_size"])

@@ -9,7 +9,7 @@ Everything is built from text that ships inside pip packages (no network, no mod
   (``truefalse_falseclaims.txt``);
 - chatterbot-corpus 1.3.3 English conversations (BSD-3-Clause);
 - CPython's ``pydoc_data.topics`` (PSF licence), prose paragraphs only, held out entirely (never
-  trained on): it is the text of ``aura_stream.resources.builtin_ppl_text()``.
+  trained on): it is the text of ``aura_stream.evaluation.inputs.builtin_ppl_text()``.
 
 The RTP prompts are split three ways, stratified by category: evaluation prompts in two halves
 (``eval_prompts.jsonl``; never trained on, never labelled, never looked at while building),
@@ -24,7 +24,7 @@ Stages (``--stages``, default all, in this order; one module each in ``scripts/d
 ``train``      train a GPT-2 on CPU (checkpoints in ``--work-dir``; resumes from them); the
                weights ship as float16 and every later number is of those weights;
 ``label``      label candidate sentences with the offline toxicity scorer
-               (``aura_stream.scorers.load_scorer("default")``) -> ``demo_train.csv``; the
+               (``aura_stream.evaluation.scorers.load_scorer("default")``) -> ``demo_train.csv``; the
                candidates are the model's own continuations of training prompts by default
                (``--label-from``);
 ``check``      sanity measurement (toxic dev vs neutral prompts) and ``aura_stream.demo`` itself

@@ -28,12 +28,12 @@ METRICS = ("toxicity_probability", "expected_max_toxicity", "mean_toxicity")
 
 def compare(csv_path: Path, out: Path, dev: list, seeds: list[int], k: int) -> dict:
     from aura_stream.demo import matched_k
-    from aura_stream.evaluate import Arm, evaluate
+    from aura_stream.evaluation.inputs import load_ppl_text
+    from aura_stream.evaluation.pipeline import Arm, evaluate
+    from aura_stream.evaluation.scorers import load_scorer
     from aura_stream.extract import extract
     from aura_stream.model import load_model
-    from aura_stream.resources import load_ppl_text
     from aura_stream.score import score
-    from aura_stream.scorers import load_scorer
 
     extract(model=None, data=csv_path, out=out / "store.zarr", overwrite=True, progress=False)
     aura = score(out / "store.zarr", method="aura", out=out / "aura.safetensors", progress=False).intervention
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError:
         sys.exit(f"error: --seeds must be a comma list of integers, e.g. 0,1,2; got {a.seeds!r}.")
     torch.set_num_threads(a.threads)
-    from aura_stream.resources import Prompt
+    from aura_stream.evaluation.inputs import Prompt
 
     dev = [Prompt(r["text"]) for r in json.loads(corpus.read_text(encoding="utf-8"))["rtp_dev"]]
     for i, path in enumerate(a.csv):

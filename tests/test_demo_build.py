@@ -127,7 +127,7 @@ def _assets(tmp_path: Path) -> Path:
 
 
 def test_label_stage_writes_a_balanced_jigsaw_csv(tmp_path: Path) -> None:
-    from aura_stream.scorers import load_scorer
+    from aura_stream.evaluation.scorers import load_scorer
 
     out = _assets(tmp_path)
     args = _args(tmp_path, out=str(out), label_samples=4)

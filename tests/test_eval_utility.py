@@ -10,14 +10,14 @@ import pytest
 pytest.importorskip("lm_eval")
 
 from aura_stream.errors import AuraStreamError
-from aura_stream.eval_utility import UTILITY_FILE, check_settings
-from aura_stream.evaluate import Arm, evaluate
+from aura_stream.evaluation.pipeline import Arm, evaluate
+from aura_stream.evaluation.scorers import load_scorer
+from aura_stream.evaluation.utility import SHIPPED_TASK, run_utility
+from aura_stream.evaluation.utility_arms import UTILITY_FILE, check_settings
 from aura_stream.generate import dampened
 from aura_stream.hookpoints import all_hook_points
 from aura_stream.interventions import make_intervention
 from aura_stream.model import load_model
-from aura_stream.scorers import load_scorer
-from aura_stream.utility import SHIPPED_TASK, run_utility
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LIMIT = 12

@@ -15,13 +15,13 @@ from aura_stream_cli.main import app
 from click.testing import CliRunner
 
 from aura_stream.errors import DataFileError, InputError, InterventionError, ModelLoadError
-from aura_stream.evaluate import Arm, EvalSummary, evaluate, iter_records, text_nll
+from aura_stream.evaluation.inputs import Prompt
+from aura_stream.evaluation.pipeline import Arm, EvalSummary, evaluate, iter_records, text_nll
+from aura_stream.evaluation.scorers import ToxicityScorer, load_scorer
 from aura_stream.generate import dampened
 from aura_stream.hookpoints import all_hook_points
 from aura_stream.interventions import Intervention, make_intervention, save_intervention
 from aura_stream.model import LoadedModel, load_model
-from aura_stream.resources import Prompt
-from aura_stream.scorers import ToxicityScorer, load_scorer
 
 PROMPTS = [Prompt("You are such a", 0.8), Prompt("The weather in Paris is", 0.1),
            Prompt("I think that", None)]

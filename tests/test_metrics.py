@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aura_stream.errors import InputError
-from aura_stream.metrics import (
+from aura_stream.evaluation.metrics import (
     TOXICITY_METRICS,
     bootstrap_means,
     compare_distinct,
@@ -94,7 +94,7 @@ def test_bootstrap_is_deterministic_paired_and_consistent() -> None:
     reps = bootstrap_means(np.stack([base[:, 0], base[:, 0]], axis=1), n_resamples=50, seed=1)
     assert reps.shape == (50, 2) and np.array_equal(reps[:, 0], reps[:, 1])
     # memory blocks do not change the draws: a 1-row budget gives the same replicates
-    import aura_stream.metrics_intervals as m
+    import aura_stream.evaluation.intervals as m
     full = bootstrap_means(base, n_resamples=30, seed=2)
     old, m._GATHER_BUDGET = m._GATHER_BUDGET, 1
     try:
@@ -148,7 +148,7 @@ def test_distinct_jackknife_leave_one_out_and_pairing() -> None:
     rng = np.random.default_rng(0)
     words = ["a", "b", "c", "d", "e", "f"]
     by_prompt = [[" ".join(rng.choice(words, 4)) for _ in range(3)] for _ in range(6)]
-    from aura_stream.metrics_text import _distinct_jackknife
+    from aura_stream.evaluation.text_metrics import _distinct_jackknife
 
     values = _distinct_jackknife(by_prompt, 2)
     flat = [t for texts in by_prompt for t in texts]

@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from aura_stream.data import load_labelled
-from aura_stream.evaluate import text_nll
+from aura_stream.evaluation.pipeline import text_nll
 from aura_stream.extract import extract
 from aura_stream.generate import generate
 from aura_stream.hookpoints import all_hook_points

@@ -1,4 +1,4 @@
-"""Tests for aura_stream.resources: shipped prompts and neutral text, and the file loaders."""
+"""Tests for aura_stream.evaluation.inputs: shipped prompts and neutral text, and the file loaders."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aura_stream.errors import DataFileError, MissingFileError
-from aura_stream.resources import (
+from aura_stream.evaluation.inputs import (
     Prompt,
     builtin_ppl_text,
     builtin_prompts,

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from aura_stream import sampling as sampling_module
-from aura_stream.evaluate import evaluate, iter_records
+from aura_stream.evaluation.inputs import Prompt
+from aura_stream.evaluation.pipeline import evaluate, iter_records
+from aura_stream.evaluation.scorers import load_scorer
 from aura_stream.generate import nucleus_mask
 from aura_stream.hookpoints import all_hook_points
 from aura_stream.interventions import make_intervention
 from aura_stream.model import LoadedModel, load_model
-from aura_stream.resources import Prompt
-from aura_stream.scorers import load_scorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
 

@@ -1,4 +1,4 @@
-"""Tests for aura_stream.scorers: the shipped BiLSTM, the Hugging Face scorer, load_scorer."""
+"""Tests for aura_stream.evaluation.scorers: the shipped BiLSTM, the Hugging Face scorer, load_scorer."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
 from aura_stream.errors import InputError, ModelLoadError
-from aura_stream.scorers import (
+from aura_stream.evaluation.scorers import (
     JIGSAW_LABELS,
     BiLSTMScorer,
     HFClassifierScorer,

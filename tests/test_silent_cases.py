@@ -367,7 +367,7 @@ def test_fold_refuses_non_finite_weights(gpt2_dir: Path, tmp_path: Path) -> None
 
 def test_eval_refuses_a_scorer_outside_zero_one(gpt2_dir: Path, tmp_path: Path) -> None:
     from aura_stream.errors import InputError
-    from aura_stream.evaluate import evaluate
+    from aura_stream.evaluation.pipeline import evaluate
     from aura_stream.model import load_model
 
     class Logits:  # a user's scorer that returns logits instead of probabilities

@@ -138,6 +138,20 @@ def test_store_matches_numpy_oracle(tmp_path_factory: pytest.TempPathFactory, n_
     np.testing.assert_array_equal(got, transport_block(stored, labels, method=method))
 
 
+@pytest.mark.parametrize("method", ["linear-act", "mean-act", "gaussian-act"])
+def test_numbers_do_not_depend_on_the_block_layout(tmp_path: Path, method: str) -> None:
+    # a neuron estimated alone (a block one column wide) and among others gets the same float64 numbers;
+    # NumPy's axis-0 mean of a one-column block sums pairwise, of a wider block row by row
+    rng = np.random.default_rng(3)
+    labels = rng.permutation(np.r_[np.ones(37, int), np.zeros(91, int)])
+    values = np.round(rng.standard_normal((labels.size, 5)) * 3, 1).astype(np.float16)
+    store = ActivationStore.open(make_store(tmp_path / "s.zarr", labels, {("mean", H0): values}, dtype="float16"))
+    runs = [transport_estimate(store.activations("mean", H0), store.labels, method=method, block_size=b)
+            for b in (1, 2, 5)]
+    for got in runs[1:]:
+        np.testing.assert_array_equal(got, runs[0])
+
+
 @pytest.mark.parametrize("n", [600, 5001])  # both float16 sorts: radix below 5000 samples, histogram above
 def test_float16_kernel_matches_float64_path(n: int) -> None:
     rng = np.random.default_rng(n)

@@ -20,12 +20,7 @@ import numpy as np
 import pytest
 
 from aura_stream.errors import InputError, MissingFileError
-from aura_stream.fold import fold
-from aura_stream.generate import dampened
-from aura_stream.hookpoints import all_hook_points
-from aura_stream.interventions import Intervention
-from aura_stream.model import load_model
-from aura_stream.utility import (
+from aura_stream.evaluation.utility import (
     SHIPPED_TASK,
     SHIPPED_TASKS_DIR,
     UtilityTaskError,
@@ -35,6 +30,11 @@ from aura_stream.utility import (
     run_utility,
     task_results,
 )
+from aura_stream.fold import fold
+from aura_stream.generate import dampened
+from aura_stream.hookpoints import all_hook_points
+from aura_stream.interventions import Intervention
+from aura_stream.model import load_model
 
 lm_eval = pytest.importorskip("lm_eval")
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, one torch thread
@@ -219,7 +219,7 @@ def test_hub_dataset_offline_is_one_line_naming_the_task(tmp_path: Path) -> None
 
 def test_missing_lm_eval_is_one_install_line() -> None:
     code = ("import sys; sys.modules['lm_eval'] = None\n"
-            "from aura_stream.utility import check_utility_ready\n"
+            "from aura_stream.evaluation.utility import check_utility_ready\n"
             "from aura_stream.errors import AuraStreamError\n"
             "try:\n    check_utility_ready('aura_cloze')\n"
             "except AuraStreamError as e:\n    print(type(e).__name__, '|', e)\n")

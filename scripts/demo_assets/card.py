@@ -90,7 +90,7 @@ def _data_section(m: dict[str, Any]) -> list[str]:
         f"near duplicates below); {c['rtp']['dev_prompts']} dev prompts (held out from training "
         f"and from the evaluation: the `check` stage's prompts); {c['rtp']['train_units']} training prompts. "
         f"{a['val_fraction']:.0%} of every other source's units form the held-out perplexity text; CPython's "
-        "pydoc prose (`aura_stream.resources.builtin_ppl_text()`, the demo's perplexity text) is not "
+        "pydoc prose (`aura_stream.evaluation.inputs.builtin_ppl_text()`, the demo's perplexity text) is not "
         "trained on at all.\n",
         *_near_duplicates_text(c["rtp"]),
         "## `demo_train.csv`\n",
@@ -139,7 +139,7 @@ def _label_text(m: dict[str, Any]) -> list[str]:
     what = {"pool": pool, "generated": gen, "both": f"{gen}, and {pool}"}[lab["label_from"]]
     return [f"Candidates (`--label-from {lab['label_from']}`): {what}. No dev or evaluation prompt is a "
             "candidate or the prompt of one. Every candidate is scored by the offline Jigsaw BiLSTM "
-            f"(`aura_stream.scorers.load_scorer(\"default\")`): {how}"]
+            f"(`aura_stream.evaluation.scorers.load_scorer(\"default\")`): {how}"]
 
 
 # Why --label-from generated: measured on the dev prompts with the shipped weights (recorded here

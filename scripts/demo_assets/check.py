@@ -56,7 +56,7 @@ def sanity(args: argparse.Namespace, corpus: Corpus) -> tuple[dict[str, Any], di
 def pipeline(args: argparse.Namespace, corpus: Corpus) -> dict[str, Any]:
     """``aura_stream.demo`` itself (extract, score, six-arm eval) with the dev prompts."""
     from aura_stream.demo import DEMO_DIR, demo
-    from aura_stream.resources import Prompt
+    from aura_stream.evaluation.inputs import Prompt
 
     if Path(args.out).resolve() != DEMO_DIR.resolve():
         print(f"check: the pipeline check runs on the installed demo assets only ({DEMO_DIR}); skipped")

@@ -41,7 +41,7 @@ MIX: dict[str, tuple[int, tuple[int, int], str]] = {
     "book": (2, (1, 2), "\n"),
     "falseclaims": (1, (4, 8), " "),
 }
-# CPython's pydoc prose is NOT trained on: aura_stream.resources.builtin_ppl_text() is made of
+# CPython's pydoc prose is NOT trained on: aura_stream.evaluation.inputs.builtin_ppl_text() is made of
 # it, so it stays held-out (out-of-domain) text for the demo's perplexity.
 CLEAN_SOURCES = ("chatterbot", "book", "falseclaims")
 

@@ -91,7 +91,7 @@ def generated_candidates(args: argparse.Namespace, corpus: Corpus) -> list[tuple
 
 
 def load_default_scorer() -> Any:
-    from aura_stream.scorers import load_scorer
+    from aura_stream.evaluation.scorers import load_scorer
 
     return load_scorer("default", batch_size=512)
 

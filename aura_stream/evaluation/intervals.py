@@ -3,7 +3,7 @@
 Pure NumPy. :func:`bootstrap_means` resamples units (prompts or text chunks) with replacement and
 applies one resample to every column, which is what makes a comparison *paired*;
 :func:`percentile_interval` turns its replicates into an interval. Distinct-n uses a delete-one
-jackknife with a normal interval instead (see :func:`aura_stream.metrics_text.distinct_estimates`).
+jackknife with a normal interval instead (see :func:`aura_stream.evaluation.text_metrics.distinct_estimates`).
 :class:`Estimate` holds one arm's value and :class:`Comparison` an arm against the baseline.
 """
 

@@ -15,7 +15,7 @@ from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from aura_stream.errors import InputError, ModelLoadError
-from aura_stream.scorer_common import (
+from aura_stream.evaluation.scorers.protocol import (
     BILSTM_FORMAT,
     KERAS_FILTERS,
     _check_batch_size,

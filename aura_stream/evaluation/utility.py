@@ -33,9 +33,9 @@ from typing import Any, Literal, TypedDict
 import numpy as np
 
 from aura_stream.errors import AuraStreamError, InputError, MissingFileError
-from aura_stream.metrics_intervals import bootstrap_means, percentile_interval
+from aura_stream.evaluation.intervals import bootstrap_means, percentile_interval
 
-SHIPPED_TASKS_DIR = Path(__file__).resolve().parent / "assets" / "utility"
+SHIPPED_TASKS_DIR = Path(__file__).resolve().parents[1] / "assets" / "utility"
 """Directory of the task YAMLs shipped with the package (always on lm-eval's include path)."""
 SHIPPED_TASK = "aura_cloze"
 """The shipped offline task: 120 four-way sentence-completion items (``assets/utility/NOTICE.md``)."""
@@ -456,7 +456,7 @@ def paired_difference(
     Each document is scored by both arms, so the unit is the document: ``d_i = arm_i - baseline_i``.
 
     * ``bootstrap`` (default, as the rest of ``eval``): documents resampled with replacement
-      (:func:`~aura_stream.metrics_intervals.bootstrap_means`), percentile interval of the mean of
+      (:func:`~aura_stream.evaluation.intervals.bootstrap_means`), percentile interval of the mean of
       ``d``; deterministic for a given ``seed``.
     * ``normal``: ``mean(d) ± z * sd(d) / sqrt(n)`` with ``sd`` the sample standard deviation
       (ddof 1) and ``z`` the normal quantile; None for fewer than 2 documents.

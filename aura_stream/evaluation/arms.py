@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aura_stream.errors import DataFileError, InputError
+from aura_stream.evaluation.inputs import Prompt
 from aura_stream.generate import check_strength
 from aura_stream.interventions import Intervention
-from aura_stream.resources import Prompt
 
 FORMAT = "aura-stream-eval/1"
 BASELINE = "baseline"

@@ -6,8 +6,8 @@ Protocol (RealToxicityPrompts style, docs/eval.md): every arm continues the same
 rates each continuation (the continuation alone, never the prompt or preprompt); perplexity is
 measured on neutral text with and without each arm's intervention.
 
-The work is split by job: :mod:`aura_stream.eval_arms` (arms, options), :mod:`aura_stream.eval_files`
-(the output directory: layout, resume records, lock) and :mod:`aura_stream.perplexity`; this module
+The work is split by job: :mod:`aura_stream.evaluation.arms` (arms, options), :mod:`aura_stream.evaluation.outdir`
+(the output directory: layout, resume records, lock) and :mod:`aura_stream.evaluation.perplexity`; this module
 runs them in order. Their public names are importable from here.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 from aura_stream._version import __version__
 from aura_stream.backends import DEFAULT_BACKEND
 from aura_stream.errors import InputError
-from aura_stream.eval_arms import (
+from aura_stream.evaluation.arms import (
     ARM_NAME,
     BASELINE,
     FORMAT,
@@ -36,7 +36,19 @@ from aura_stream.eval_arms import (
     check_ppl_texts,
     check_prompts,
 )
-from aura_stream.eval_files import (
+from aura_stream.evaluation.inputs import Prompt
+from aura_stream.evaluation.metrics import (
+    Comparison,
+    Estimate,
+    compare_distinct,
+    compare_perplexity,
+    compare_toxicity,
+    distinct_estimates,
+    perplexity_estimate,
+    prompt_groups,
+    toxicity_estimates,
+)
+from aura_stream.evaluation.outdir import (
     CONFIG_FILE,
     GENERATIONS_FILE,
     OUR_FILES,
@@ -53,24 +65,12 @@ from aura_stream.eval_files import (
     read_records,
     sha256_json,
 )
+from aura_stream.evaluation.perplexity import MAX_CHUNK_TOKENS, chunk_nll, perplexities, ppl_chunks, text_nll
+from aura_stream.evaluation.scorers import ToxicityScorer
 from aura_stream.generate import generate
 from aura_stream.identity import weights_fingerprint
 from aura_stream.interventions import Intervention
-from aura_stream.metrics import (
-    Comparison,
-    Estimate,
-    compare_distinct,
-    compare_perplexity,
-    compare_toxicity,
-    distinct_estimates,
-    perplexity_estimate,
-    prompt_groups,
-    toxicity_estimates,
-)
 from aura_stream.model import LoadedModel
-from aura_stream.perplexity import MAX_CHUNK_TOKENS, chunk_nll, perplexities, ppl_chunks, text_nll
-from aura_stream.resources import Prompt
-from aura_stream.scorers import ToxicityScorer
 
 __all__ = [
     "ARM_NAME", "BASELINE", "CONFIG_FILE", "FORMAT", "GENERATIONS_FILE", "MAX_CHUNK_TOKENS",
@@ -119,8 +119,8 @@ class EvalSummary:
         return self.out_dir / REPORT_FILE
 
     def table(self) -> str:
-        """The printed table (see :func:`aura_stream.report.format_table`)."""
-        from aura_stream.report import format_table
+        """The printed table (see :func:`aura_stream.evaluation.report.format_table`)."""
+        from aura_stream.evaluation.report import format_table
 
         return format_table(self.data)
 
@@ -154,8 +154,8 @@ def evaluate(
 ) -> EvalSummary:
     """Evaluate the baseline and every arm on the same prompts and seeds; write the report.
 
-    ``utility`` (an :class:`aura_stream.eval_utility.UtilitySettings` from
-    :func:`~aura_stream.eval_utility.check_settings`) adds lm-eval zero-shot tasks per arm
+    ``utility`` (an :class:`aura_stream.evaluation.utility_arms.UtilitySettings` from
+    :func:`~aura_stream.evaluation.utility_arms.check_settings`) adds lm-eval zero-shot tasks per arm
     (``summary.json`` ``utility``; ``utility.json``, resumable).
 
     The arms, in report order:
@@ -258,7 +258,7 @@ def _evaluate_locked(loaded: LoadedModel, items: list[Prompt], texts: list[str],
                      batch_size: int, progress: bool, prompts_source: str | None,
                      ppl_text_source: str | None, utility: Any = None) -> EvalSummary:
     """:func:`evaluate` once ``out_dir`` is locked: generate and score, measure perplexity, report."""
-    from aura_stream.report import render_report
+    from aura_stream.evaluation.report import render_report
 
     k, n = int(settings["samples_per_prompt"]), len(items)
     out = prepare_out_dir(out_dir, identity, overwrite=overwrite, config=config)
@@ -300,7 +300,7 @@ def _evaluate_locked(loaded: LoadedModel, items: list[Prompt], texts: list[str],
         "config": dict(config or {}),
     }
     if utility is not None:
-        from aura_stream.eval_utility import run_arms
+        from aura_stream.evaluation.utility_arms import run_arms
 
         data["utility"] = run_arms(loaded, arms, utility, out)
     data = json.loads(json.dumps(data, default=str))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from aura_stream.errors import InputError
-from aura_stream.metrics_intervals import (
+from aura_stream.evaluation.intervals import (
     Comparison,
     Estimate,
     _comparison,

@@ -14,8 +14,8 @@ An arm is compared with the baseline by a :class:`Comparison`: both values, the 
 (arm - baseline), each with an interval. "Paired" means one resample of prompts (or text chunks) is
 applied to both arms, so the shared prompt-to-prompt variation cancels in the ratio.
 
-The work is split by job: :mod:`aura_stream.metrics_intervals` (bootstrap, percentile and jackknife
-intervals; the :class:`Estimate` and :class:`Comparison` records) and :mod:`aura_stream.metrics_text`
+The work is split by job: :mod:`aura_stream.evaluation.intervals` (bootstrap, percentile and jackknife
+intervals; the :class:`Estimate` and :class:`Comparison` records) and :mod:`aura_stream.evaluation.text_metrics`
 (perplexity and distinct-n); this module holds the toxicity metrics. Their public names are
 importable from here.
 """
@@ -27,16 +27,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from aura_stream.errors import InputError
-from aura_stream.metrics_intervals import (
+from aura_stream.evaluation.intervals import (
     Comparison,
     Estimate,
     _comparison,
     bootstrap_means,
     percentile_interval,
 )
-from aura_stream.metrics_intervals import Interval as Interval
-from aura_stream.metrics_intervals import RatioKind as RatioKind
-from aura_stream.metrics_text import (
+from aura_stream.evaluation.intervals import Interval as Interval
+from aura_stream.evaluation.intervals import RatioKind as RatioKind
+from aura_stream.evaluation.text_metrics import (
     DISTINCT_NS,
     compare_distinct,
     compare_perplexity,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from aura_stream.errors import ModelLoadError
-from aura_stream.scorer_common import (
+from aura_stream.evaluation.scorers.protocol import (
     _check_batch_size,
     _check_texts,
     _parse_device,

@@ -26,7 +26,7 @@ from typing import Any
 
 from aura_stream._version import __version__
 from aura_stream.errors import DataFileError, InputError
-from aura_stream.eval_arms import FORMAT
+from aura_stream.evaluation.arms import FORMAT
 
 CONFIG_FILE, GENERATIONS_FILE = "eval_config.json", "generations.jsonl"
 PERPLEXITY_FILE, SUMMARY_FILE, REPORT_FILE = "perplexity.json", "summary.json", "report.png"

@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from aura_stream.errors import ModelLoadError
-from aura_stream.scorer_bilstm import BiLSTMScorer, KerasTextEncoder
-from aura_stream.scorer_common import JIGSAW_LABELS, ToxicityScorer
-from aura_stream.scorer_hf import HFClassifierScorer, toxic_label_index
+from aura_stream.evaluation.scorers.bilstm import BiLSTMScorer, KerasTextEncoder
+from aura_stream.evaluation.scorers.hf_classifier import HFClassifierScorer, toxic_label_index
+from aura_stream.evaluation.scorers.protocol import JIGSAW_LABELS, ToxicityScorer
 
 __all__ = [
     "JIGSAW_LABELS",
@@ -70,7 +70,7 @@ def load_scorer(spec: str = "default", *, device: str = "cpu",
     )
 
 
-if __name__ == "__main__":  # pragma: no cover - manual check: python -m aura_stream.scorers
+if __name__ == "__main__":  # pragma: no cover - manual check: python -m aura_stream.evaluation.scorers
     _texts = ["You are a stupid worthless idiot and I hope you die.",
               "Thank you for the lovely dinner, see you tomorrow."]
     for _text, _p in zip(_texts, BiLSTMScorer().score(_texts), strict=True):

@@ -1,7 +1,7 @@
 """``eval --utility-tasks``: lm-eval zero-shot tasks on every arm, resumable, paired against the baseline.
 
 Each arm with a model-side intervention (and the baseline) runs lm-eval's own task definitions
-through lm-eval's HF wrapper (:func:`aura_stream.utility.run_utility`) with the arm's hooks attached
+through lm-eval's HF wrapper (:func:`aura_stream.evaluation.utility.run_utility`) with the arm's hooks attached
 by its backend, so the numbers are lm-eval's. An arm that only adds a preprompt is left out: lm-eval
 builds its own prompts, so the model it scores is the baseline's. Results go to ``utility.json``
 after every arm (a rerun skips the arms already there) and into ``summary.json`` under ``utility``:
@@ -39,7 +39,7 @@ def check_settings(tasks: str | Sequence[str] | None, include: str | Sequence[st
                    batch_size: int) -> UtilitySettings | None:
     """Validate the utility options before any model work (lm-eval installed, tasks known, data offline)."""
     from aura_stream.errors import InputError
-    from aura_stream.utility import check_utility_ready, include_paths, parse_tasks
+    from aura_stream.evaluation.utility import check_utility_ready, include_paths, parse_tasks
 
     if not tasks:
         if include or limit is not None:
@@ -62,8 +62,8 @@ def utility_arms(arms: Sequence[Any]) -> list[Any]:
 
 def run_arms(loaded: Any, arms: Sequence[Any], settings: UtilitySettings, out: Path) -> dict[str, Any]:
     """Utility of every arm of :func:`utility_arms` (resuming ``out/utility.json``) and the paired differences."""
-    from aura_stream.eval_files import atomic_write_text
-    from aura_stream.utility import compare_utility, run_utility
+    from aura_stream.evaluation.outdir import atomic_write_text
+    from aura_stream.evaluation.utility import compare_utility, run_utility
 
     path = out / UTILITY_FILE
     record: dict[str, Any] = {"settings": settings.identity(), "arms": {}}

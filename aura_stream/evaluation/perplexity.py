@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from aura_stream.errors import DataFileError, InputError
-from aura_stream.eval_arms import BASELINE, Arm
-from aura_stream.eval_files import atomic_write_text, sha256_json
+from aura_stream.evaluation.arms import BASELINE, Arm
+from aura_stream.evaluation.outdir import atomic_write_text, sha256_json
 from aura_stream.model import LoadedModel
 
 MAX_CHUNK_TOKENS = 2048  # perplexity chunk cap: eager attention is quadratic in it
@@ -107,7 +107,7 @@ def text_nll(loaded: LoadedModel, texts: Sequence[str], *, batch_size: int = 16,
 
     Notes
     -----
-    Perplexity is ``exp(nll.sum() / n_tokens.sum())`` (:func:`aura_stream.metrics.perplexity`).
+    Perplexity is ``exp(nll.sum() / n_tokens.sum())`` (:func:`aura_stream.evaluation.metrics.perplexity`).
     """
     chunks = ppl_chunks(loaded, texts, max_length=max_length)
     return chunk_nll(loaded, chunks, batch_size=batch_size), \
