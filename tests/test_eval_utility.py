@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,46 @@ def test_cli_eval_utility_column(tiny_model_dirs: dict[str, Path], tmp_path: Pat
     res = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_dirs["gpt2"]), "--out", str(tmp_path / "f"),
                                    "--utility-tasks", "no_such_task", "--quiet"])
     assert res.exit_code == 1 and "no_such_task" in res.output and not (tmp_path / "f").exists()
+
+
+def _colours_task(tmp_path: Path, labels: list[int]) -> str:
+    """A local task in ``tmp_path/tasks`` whose data file lies outside that directory."""
+    rows = [{"q": f"Item {i} is", "choices": ["red", "green", "blue"], "label": lab} for i, lab in enumerate(labels)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "tasks").mkdir(exist_ok=True)
+    (tmp_path / "tasks" / "colours.yaml").write_text(
+        f"task: colours_local\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "output_type: multiple_choice\ntest_split: test\ndoc_to_text: '{{q}}'\ndoc_to_choice: choices\n"
+        "doc_to_target: label\nmetric_list:\n  - metric: acc\n", encoding="utf-8")
+    return str(tmp_path / "tasks")
+
+
+def test_utility_added_to_a_finished_run_and_changed_task_data_recomputed(tiny_model_dirs: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    loaded = load_model(str(tiny_model_dirs["gpt2"]))
+    kwargs = {"prompts": ["Hello there", "You are"], "ppl_texts": ["a short text to measure " * 4],
+              "scorer": load_scorer("default"), "out_dir": tmp_path / "eval", "samples_per_prompt": 2,
+              "max_new_tokens": 4, "batch_size": 4, "progress": False}
+    first = evaluate(loaded, **kwargs)  # type: ignore[arg-type]
+    generations = (tmp_path / "eval" / "generations.jsonl").read_bytes()
+    include = _colours_task(tmp_path, [i % 3 for i in range(LIMIT)])
+    settings = check_settings("colours_local", include, None, 4)
+    assert settings is not None
+    # adding utility to a finished run resumes it (no refusal, continuations reused) and adds the utility
+    second = evaluate(loaded, utility=settings, **kwargs)  # type: ignore[arg-type]
+    assert (tmp_path / "eval" / "generations.jsonl").read_bytes() == generations
+    assert second.data["baseline"] == first.data["baseline"]
+    record = json.loads((tmp_path / "eval" / UTILITY_FILE).read_text(encoding="utf-8"))
+    old = record["arms"]["baseline"]["colours_local"]["samples"]["acc"]
+    # the task's data changes (same file name, same YAML): utility.json must not be reused
+    include = _colours_task(tmp_path, [(i + 1) % 3 for i in range(LIMIT)])
+    changed = check_settings("colours_local", include, None, 4)
+    assert changed is not None and changed.tasks_fingerprint != settings.tasks_fingerprint
+    third = evaluate(loaded, utility=changed, **kwargs)  # type: ignore[arg-type]
+    want = run_utility(loaded.model, loaded.tokenizer, tasks=["colours_local"], include=[include], batch_size=4)
+    assert third.data["utility"]["arms"]["baseline"]["colours_local"]["metrics"] == want["colours_local"]["metrics"]
+    record = json.loads((tmp_path / "eval" / UTILITY_FILE).read_text(encoding="utf-8"))
+    assert record["settings"]["tasks_fingerprint"] == changed.tasks_fingerprint
+    new = record["arms"]["baseline"]["colours_local"]["samples"]["acc"]
+    assert new == want["colours_local"]["samples"]["acc"] and new != old  # every label moved: per-doc acc differs

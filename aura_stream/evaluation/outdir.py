@@ -7,6 +7,9 @@ Layout of ``out_dir``:
 - ``generations.jsonl``: one record per (arm, prompt, sample), appended and flushed after every
   block of prompts; a rerun skips the records already there.
 - ``perplexity.json``: per-chunk NLL of the neutral text per intervention (a resume cache).
+- ``utility.json`` (``--utility-tasks``): lm-eval results per arm, written after every arm; it carries
+  its own identity (this run's, the tasks, lm-eval's version, a fingerprint of the task files), so
+  utility can be added to a finished run and a changed task recomputes instead of being reused.
 - ``summary.json`` and ``report.png``: written last, atomically (temporary file + rename).
 
 While a run writes the directory it holds an exclusive ``flock`` on the directory itself.
@@ -30,7 +33,8 @@ from aura_stream.evaluation.arms import FORMAT
 
 CONFIG_FILE, GENERATIONS_FILE = "eval_config.json", "generations.jsonl"
 PERPLEXITY_FILE, SUMMARY_FILE, REPORT_FILE = "perplexity.json", "summary.json", "report.png"
-OUR_FILES = (CONFIG_FILE, GENERATIONS_FILE, PERPLEXITY_FILE, SUMMARY_FILE, REPORT_FILE)
+UTILITY_FILE = "utility.json"  # lm-eval results per arm (eval --utility-tasks)
+OUR_FILES = (CONFIG_FILE, GENERATIONS_FILE, PERPLEXITY_FILE, SUMMARY_FILE, REPORT_FILE, UTILITY_FILE)
 
 
 
@@ -82,6 +86,8 @@ def prepare_out_dir(out_dir: str | os.PathLike[str], identity: Mapping[str, Any]
             stored = None
         if isinstance(stored, dict) and "weights" not in stored:  # written before weights were recorded
             identity = {k: v for k, v in identity.items() if k != "weights"}
+        if isinstance(stored, dict):  # utility settings were part of the identity in 0.1 (utility.json has its own)
+            stored.pop("utility", None)
         if stored == identity:
             return out
         diff = ("unreadable" if not isinstance(stored, dict) else ", ".join(

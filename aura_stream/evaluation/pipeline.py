@@ -243,8 +243,9 @@ def evaluate(
                 "ppl_text_fingerprint": sha256_json(texts), **settings,
                 "arms": [a.identity() for a in arms],
                 # only where not the default, so that earlier output folders stay resumable
-                **({"backend": loaded.backend.name} if loaded.backend.name != DEFAULT_BACKEND else {}),
-                **({"utility": utility.identity()} if utility is not None else {})}
+                **({"backend": loaded.backend.name} if loaded.backend.name != DEFAULT_BACKEND else {})}
+    # utility settings are not part of the identity: adding --utility-tasks to a finished run reuses its
+    # continuations; utility.json carries its own identity (this one's hash, tasks, lm-eval, task files)
     identity = json.loads(json.dumps(identity))  # tuples -> lists: compares equal to the file
     with out_dir_lock(out_dir):
         return _evaluate_locked(loaded, items, texts, chunks, arms, scorer, identity, settings, out_dir=out_dir,
@@ -302,7 +303,7 @@ def _evaluate_locked(loaded: LoadedModel, items: list[Prompt], texts: list[str],
     if utility is not None:
         from aura_stream.evaluation.utility_arms import run_arms
 
-        data["utility"] = run_arms(loaded, arms, utility, out)
+        data["utility"] = run_arms(loaded, arms, utility, out, run_identity=sha256_json(identity))
     data = json.loads(json.dumps(data, default=str))
     max_tox = {name: s.max(axis=1) for name, s in scores.items()}
     render_report(data, max_tox, out / REPORT_FILE)
