@@ -98,7 +98,7 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
         check_strength(opts["strength"])
     check_out_dir(opts["out"])
     common.check_backend_ready(opts["backend"], opts["model"])
-    from aura_stream.evaluation.utility_arms import check_settings, utility_lines
+    from aura_stream.evaluation.utility_arms import check_settings
 
     utility = check_settings(opts["utility_tasks"], opts["utility_include"], opts["utility_limit"],
                              opts["batch_size"])
@@ -122,11 +122,6 @@ def eval_cmd(ctx: click.Context, /, **opts: Any) -> None:
         prompts_source=str(opts["prompts"]), ppl_text_source=str(opts["ppl_text"]), utility=utility,
     )
     echo(result.table())
-    if "utility" in result.data:
-        echo("")
-        echo("utility (lm-eval; difference vs baseline with its 95% paired interval):")
-        for line in utility_lines(result.data["utility"]):
-            echo(f"  {line}")
     echo("")
     echo(f"wrote {result.summary_path}, {result.generations_path} and {result.report_path}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ pytest.importorskip("lm_eval")
 
 from aura_stream.errors import AuraStreamError
 from aura_stream.evaluation.pipeline import Arm, evaluate
+from aura_stream.evaluation.report import format_table, render_report
 from aura_stream.evaluation.scorers import load_scorer
 from aura_stream.evaluation.utility import SHIPPED_TASK, run_utility
 from aura_stream.evaluation.utility_arms import UTILITY_FILE, check_settings
@@ -52,6 +54,14 @@ def test_eval_utility_equals_run_utility_per_arm_and_resumes(tiny_model_dirs: di
     diff = util["differences"]["aura"][SHIPPED_TASK]["acc"]
     want = np.mean(arm[SHIPPED_TASK]["samples"]["acc"]) - np.mean(base[SHIPPED_TASK]["samples"]["acc"])
     assert diff["difference"] == pytest.approx(want) and diff["n"] == LIMIT
+    # the printed table: one row per task, metric and arm with lm-eval's values and the paired difference
+    rows = {(ln.split()[1], ln.split()[2]): ln for ln in format_table(summary.data).splitlines()
+            if ln.startswith(SHIPPED_TASK)}
+    b, a = base[SHIPPED_TASK]["metrics"], arm[SHIPPED_TASK]["metrics"]
+    assert rows[("acc", "aura")].split()[3:10] == [
+        f"{b['acc']:.3f}", "±", f"{b['acc_stderr']:.3f}", f"{a['acc']:.3f}", "±", f"{a['acc_stderr']:.3f}",
+        f"{diff['difference']:+.3f}"]
+    assert ("acc_norm", "aura") in rows and not any(k[1] == "preprompt" for k in rows)
     record = (tmp_path / "eval" / UTILITY_FILE).read_bytes()
     again = evaluate(loaded, intervention=iv, **kwargs)  # type: ignore[arg-type]
     assert again.data["utility"] == util and (tmp_path / "eval" / UTILITY_FILE).read_bytes() == record
@@ -74,7 +84,18 @@ def test_cli_eval_utility_column(tiny_model_dirs: dict[str, Path], tmp_path: Pat
                                    "--samples-per-prompt", "1", "--max-new-tokens", "2", "--limit-prompts", "2",
                                    "--utility-tasks", SHIPPED_TASK, "--utility-limit", "4", "--quiet"])
     assert res.exit_code == 0, res.output
-    assert f"baseline         {SHIPPED_TASK} acc" in res.output
+    assert f"== zero-shot utility (lm-eval {version('lm_eval')}; first 4 documents per task)" in res.output
+    summary = json.loads((tmp_path / "e" / "summary.json").read_text(encoding="utf-8"))
+    metrics = summary["utility"]["arms"]["baseline"][SHIPPED_TASK]["metrics"]
+    row = next(line for line in res.output.splitlines() if line.startswith(SHIPPED_TASK) and " acc " in line)
+    assert row.split()[1:] == ["acc", f"{metrics['acc']:.3f}", "±", f"{metrics['acc_stderr']:.3f}"]
+    # the PNG gains the utility panel (a wider figure than the three-panel report)
+    import matplotlib.image
+
+    wide = matplotlib.image.imread(tmp_path / "e" / "report.png").shape[1]
+    del summary["utility"]
+    render_report(summary, {"baseline": np.zeros(2)}, tmp_path / "narrow.png")
+    assert wide > matplotlib.image.imread(tmp_path / "narrow.png").shape[1]
     res = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_dirs["gpt2"]), "--out", str(tmp_path / "f"),
                                    "--utility-tasks", "no_such_task", "--quiet"])
     assert res.exit_code == 1 and "no_such_task" in res.output and not (tmp_path / "f").exists()

@@ -303,7 +303,8 @@ def _evaluate_locked(loaded: LoadedModel, items: list[Prompt], texts: list[str],
     if utility is not None:
         from aura_stream.evaluation.utility_arms import run_arms
 
-        data["utility"] = run_arms(loaded, arms, utility, out, run_identity=sha256_json(identity))
+        data["utility"] = run_arms(loaded, arms, utility, out, run_identity=sha256_json(identity), confidence=c,
+                                   n_resamples=r, seed=seed)
     data = json.loads(json.dumps(data, default=str))
     max_tox = {name: s.max(axis=1) for name, s in scores.items()}
     render_report(data, max_tox, out / REPORT_FILE)

@@ -16,7 +16,7 @@ import numpy as np
 
 from aura_stream.errors import InputError
 
-__all__ = ["format_table", "render_report"]
+__all__ = ["format_table", "render_report", "utility_table"]
 
 METRIC_LABELS = {
     "expected_max_toxicity": "expected max toxicity",
@@ -77,7 +77,7 @@ def format_table(summary: Mapping[str, Any]) -> str:
             lines.append(f"{METRIC_LABELS.get(e['metric'], e['metric']):24s} "
                          f"{GROUP_LABELS.get(e['group'], e['group']):18s} "
                          f"{_fmt(e['value'], spec):>10s} {_ci(e['ci'], spec)}")
-        return "\n".join(lines)
+        return "\n".join(lines + utility_table(summary))
     for name, rows in comparisons.items():
         arm: dict[str, Any] = next((a for a in summary["arms"] if a["name"] == name), {})
         fingerprint = str(arm.get("intervention_fingerprint"))[:12]
@@ -98,7 +98,57 @@ def format_table(summary: Mapping[str, Any]) -> str:
                 f"{_fmt(c['baseline'], spec):>10s} {_fmt(c['arm'], spec):>12s}  "
                 f"{_fmt(c['ratio'], '.2f') + _ci(c['ratio_ci']):24s} "
                 f"{_fmt(c['difference'], signed)}{_ci(c['difference_ci'], signed)}")
-    return "\n".join(lines)
+    return "\n".join(lines + utility_table(summary))
+
+
+def _utility_metrics(metrics: Mapping[str, Any]) -> list[str]:
+    """lm-eval's metrics of one task, stderr columns left out (acc, acc_norm first)."""
+    names = [k for k in metrics if not k.endswith("_stderr") and _finite(metrics[k]) is not None]
+    return sorted(names, key=lambda k: (k not in ("acc", "acc_norm"), k != "acc", k))
+
+
+def _with_stderr(metrics: Mapping[str, Any], key: str) -> str:
+    stderr = _finite(metrics.get(f"{key}_stderr"))
+    return f"{metrics[key]:.3f}" + (f" ± {stderr:.3f}" if stderr is not None else "")
+
+
+def utility_table(summary: Mapping[str, Any]) -> list[str]:
+    """Lines of the zero-shot utility block (``summary["utility"]``); none where the run had no utility.
+
+    One row per task, metric and arm: lm-eval's value ± its stderr for the baseline and the arm,
+    and the paired difference ``arm - baseline`` over the same documents with its interval.
+    """
+    utility = summary.get("utility")
+    if not utility:
+        return []
+    level = round(100 * float(utility.get("confidence", summary["settings"]["confidence"])))
+    arms: Mapping[str, Mapping[str, Any]] = utility["arms"]
+    names = list(arms)
+    base = names[0]
+    limit = utility.get("limit")
+    head = (f"== zero-shot utility (lm-eval {utility.get('lm_eval') or ''}".rstrip() + "; "
+            + (f"first {limit} documents per task" if limit else "every document") + ")")
+    if len(names) == 1:
+        lines = ["", head, f"{'task':20s} {'metric':10s} {'baseline':>16s}"]
+        for task, result in arms[base].items():
+            lines += [f"{task[:20]:20s} {m[:10]:10s} {_with_stderr(result['metrics'], m):>16s}"
+                      for m in _utility_metrics(result["metrics"])]
+        return lines
+    lines = ["", head + f"; arm - baseline on the same documents, {level}% paired CI",
+             f"{'task':20s} {'metric':10s} {'arm':12s} {'baseline':>16s} {'arm':>16s}  arm - baseline [{level}% CI]"]
+    for task, result in arms[base].items():
+        for metric in _utility_metrics(result["metrics"]):
+            for name in names[1:]:
+                other = arms[name].get(task)
+                if other is None or metric not in other["metrics"]:
+                    continue
+                diff = utility.get("differences", {}).get(name, {}).get(task, {}).get(metric)
+                text = "n/a (no per-document values)" if diff is None else (
+                    f"{diff['difference']:+.3f}" + _ci(diff.get("interval"), "+.3f"))
+                lines.append(f"{task[:20]:20s} {metric[:10]:10s} {name[:12]:12s} "
+                             f"{_with_stderr(result['metrics'], metric):>16s} "
+                             f"{_with_stderr(other['metrics'], metric):>16s}  {text}")
+    return lines
 
 
 def _colors(names: Sequence[str]) -> dict[str, Any]:
@@ -130,7 +180,9 @@ def render_report(summary: Mapping[str, Any], max_toxicity: Mapping[str, np.ndar
     Three panels: the ECDF of each prompt's highest continuation toxicity per arm (the further
     left, the less toxic; the dashed line is the 0.5 threshold); the toxicity ratios
     ``baseline / arm`` with their intervals (> 1 = less toxic); perplexity on neutral text per arm
-    with its interval and the difference to the baseline. Written atomically.
+    with its interval and the difference to the baseline; with ``summary["utility"]`` a fourth: each
+    lm-eval task's first metric per arm (± z * lm-eval's stderr) with the paired difference to the
+    baseline. Written atomically.
 
     Parameters
     ----------
@@ -148,9 +200,10 @@ def render_report(summary: Mapping[str, Any], max_toxicity: Mapping[str, np.ndar
     names = [a["name"] for a in summary["arms"]]
     colors = _colors(names)
     level = round(100 * float(summary["settings"]["confidence"]))
-    fig, (ax_cdf, ax_ratio, ax_ppl) = plt.subplots(
-        1, 3, figsize=(16, 0.9 + max(4.2, 0.32 * len(names) * 4)),
-        gridspec_kw={"width_ratios": [1.1, 1.2, 1.0]})
+    utility = summary.get("utility") or {}
+    axes = plt.subplots(1, 4 if utility else 3, figsize=(21 if utility else 16, 0.9 + max(4.2, 0.32 * len(names) * 4)),
+                        gridspec_kw={"width_ratios": [1.1, 1.2, 1.0, 1.1] if utility else [1.1, 1.2, 1.0]})
+    fig, (ax_cdf, ax_ratio, ax_ppl, *ax_rest) = axes[0], axes[1]
 
     emt = {e["metric"]: e["value"] for e in summary["baseline"] if e["group"] == "all"}
     arm_emt = {n: next(c["arm"] for c in rows if c["metric"] == "expected_max_toxicity"
@@ -207,6 +260,8 @@ def render_report(summary: Mapping[str, Any], max_toxicity: Mapping[str, np.ndar
     ax_ppl.set_xlim(left=0)
     ax_ppl.set_xlabel(f"perplexity on neutral text, {level}% CI (arm - baseline)")
     ax_ppl.set_title("Fluency cost", fontsize=10)
+    if ax_rest:
+        _utility_panel(ax_rest[0], utility, colors, level)
 
     s = summary["settings"]
     fig.suptitle(f"{Path(str(summary['model']['id'])).name}: scorer {summary['scorer']}, "
@@ -214,6 +269,40 @@ def render_report(summary: Mapping[str, Any], max_toxicity: Mapping[str, np.ndar
                  f"{s['max_new_tokens']} tokens, top-p {s['top_p']}, seed {s['seed']}", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path, hint="choose a writable `--out`, then rerun the same command to resume")
+
+
+def _utility_panel(ax: Any, utility: Mapping[str, Any], colors: Mapping[str, Any], level: int) -> None:
+    """Each task's first metric (acc where lm-eval gives it) per arm, ± z * stderr, and the paired difference."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 200)
+    arms: Mapping[str, Mapping[str, Any]] = utility["arms"]
+    names = list(arms)
+    tasks = list(arms[names[0]])
+    height = 0.8 / max(len(names), 1)
+    labels = []
+    for i, task in enumerate(tasks):
+        metric = next(iter(_utility_metrics(arms[names[0]][task]["metrics"])), None)
+        labels.append(f"{task}\n{metric or 'n/a'}")
+        if metric is None:
+            continue
+        for j, name in enumerate(names):
+            result = arms[name].get(task)
+            value = None if result is None else _finite(result["metrics"].get(metric))
+            if value is None:
+                continue
+            stderr = _finite(result["metrics"].get(f"{metric}_stderr")) if result else None
+            ci = (value - z * stderr, value + z * stderr) if stderr is not None else None
+            diff = utility.get("differences", {}).get(name, {}).get(task, {}).get(metric)
+            text = f"{value:.3f}" + ("" if diff is None else f" ({diff['difference']:+.3f}"
+                                     + _ci(diff.get("interval"), "+.3f") + ")")
+            _bar(ax, i - 0.4 + height * (j + 0.5), value, ci, colors.get(name, "grey"), text, height * 0.9)
+    ax.set_yticks(range(len(tasks)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.margins(x=0.45)
+    ax.set_xlim(left=0)
+    ax.set_xlabel(f"lm-eval metric ± {level}% interval (arm - baseline [paired CI])")
+    ax.set_title(f"Zero-shot utility (lm-eval {utility.get('lm_eval') or ''})".replace(" )", ")"), fontsize=10)
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], *, hint: str, what: str = "") -> Path:

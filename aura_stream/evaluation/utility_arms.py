@@ -20,8 +20,7 @@ from typing import Any
 
 from aura_stream.evaluation.outdir import UTILITY_FILE
 
-__all__ = ["UTILITY_FILE", "UtilitySettings", "check_settings", "run_arms", "tasks_fingerprint", "utility_arms",
-           "utility_lines"]
+__all__ = ["UTILITY_FILE", "UtilitySettings", "check_settings", "run_arms", "tasks_fingerprint", "utility_arms"]
 
 
 @dataclass(frozen=True)
@@ -136,11 +135,14 @@ def utility_arms(arms: Sequence[Any]) -> list[Any]:
 
 
 def run_arms(loaded: Any, arms: Sequence[Any], settings: UtilitySettings, out: Path,
-             run_identity: str = "") -> dict[str, Any]:
+             run_identity: str = "", *, confidence: float = 0.95, n_resamples: int = 2000,
+             seed: int = 0) -> dict[str, Any]:
     """Utility of every arm of :func:`utility_arms` (resuming ``out/utility.json``) and the paired differences.
 
     ``run_identity`` (the sha256 of the eval's identity: model, weights, arms, prompts) is recorded with the
     utility settings; a ``utility.json`` is resumed only where both are equal, otherwise it is recomputed.
+    The paired differences use the eval's ``confidence``, ``n_resamples`` and ``seed`` (bootstrap over
+    documents), like its other intervals.
     """
     from aura_stream.evaluation.outdir import atomic_write_text
     from aura_stream.evaluation.utility import compare_utility, run_utility
@@ -174,33 +176,13 @@ def run_arms(loaded: Any, arms: Sequence[Any], settings: UtilitySettings, out: P
     base_name = arms[0].name
     base = record["arms"][base_name]
     differences = {name: {task: {m: d.to_dict() for m, d in per.items()} for task, per in
-                          compare_utility(base, result).items()}
+                          compare_utility(base, result, confidence=confidence, n_resamples=n_resamples,
+                                          seed=seed).items()}
                    for name, result in record["arms"].items() if name != base_name}
     return {"tasks": settings.tasks, "limit": settings.limit, "file": UTILITY_FILE,
             "lm_eval": settings.lm_eval_version, "tasks_fingerprint": settings.tasks_fingerprint,
+            "confidence": confidence,
             "arms": {name: {task: {"metrics": r["metrics"], "n": r["n"]} for task, r in result.items()}
                      for name, result in record["arms"].items()},
             "differences": differences,
             "left_out": [a.name for a in arms if a not in utility_arms(arms)]}
-
-
-def utility_lines(utility: dict[str, Any]) -> list[str]:
-    """One line per arm and task: accuracy (lm-eval's first metric) and the paired difference with its interval."""
-    lines = []
-    for arm, tasks in utility["arms"].items():
-        for task, result in tasks.items():
-            metrics = result["metrics"]
-            key = next((k for k in ("acc", "acc_norm") if metrics.get(k) is not None),
-                       next((k for k in metrics if not k.endswith("_stderr")), None))
-            if key is None:
-                continue
-            text = f"{arm:16s} {task} {key} {metrics[key]:.3f}"
-            stderr = metrics.get(f"{key}_stderr")
-            if stderr is not None:
-                text += f" ± {stderr:.3f}"
-            diff = utility["differences"].get(arm, {}).get(task, {}).get(key)
-            if diff is not None and diff.get("interval"):
-                lo, hi = diff["interval"]
-                text += f"  (vs baseline {diff['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}])"
-            lines.append(text)
-    return lines
