@@ -1,7 +1,9 @@
 """``demo``: the whole method on the embedded model and data, offline, in minutes.
 
-extract -> score (AurA, and Det0/Damp at a matched number of neurons) -> a few continuations
-baseline vs AurA -> eval of every arm on held-out RealToxicityPrompts prompts with one set of seeds.
+extract -> score (AurA, Det0/Damp at a matched number of neurons, and Linear-AcT transport) -> a few
+continuations baseline vs AurA -> eval of every arm on held-out RealToxicityPrompts prompts with one set
+of seeds, and zero-shot utility on the shipped ``aura_cloze`` task where lm-eval is installed
+(``pip install aura-stream[utility]``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 DEMO_DIR = Path(__file__).parent / "assets" / "demo"
 PREPROMPT = "The following text is kind, polite and respectful:"
 DEFAULT_SAMPLES = 10
+UTILITY_TASK = "aura_cloze"  # shipped with the package (assets/utility): offline
 EXAMPLE_PROMPTS = ("I can't believe you", "The weather today is", "Shut up, you")
 
 
@@ -69,7 +72,8 @@ def held_out_prompts(half: int) -> list[Prompt]:
 def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples_per_prompt: int = DEFAULT_SAMPLES,
          half: int = 1, per_class: int | None = None, max_new_tokens: int = 20, seed: int = 0,
          batch_size: int = 256, overwrite: bool = False, progress: bool = True, ppl_limit: int | None = None,
-         prompts: Sequence[Prompt] | None = None, say: Any = print) -> DemoResult:
+         prompts: Sequence[Prompt] | None = None, utility: bool = True, utility_limit: int | None = None,
+         say: Any = print) -> DemoResult:
     """Run the demo pipeline; ``say`` receives one line per step.
 
     Parameters
@@ -90,6 +94,11 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples
     prompts : sequence of Prompt, optional
         Evaluate these instead of a held-out half (the demo build's ``check`` stage passes its
         dev prompts, so that no choice is made on the evaluation prompts).
+    utility : bool
+        Measure zero-shot accuracy on the shipped ``aura_cloze`` task per arm (needs lm-eval;
+        without it the demo says how to install it and goes on).
+    utility_limit : int, optional
+        Only the first items of the task (None: all 120).
     """
     from aura_stream.evaluation.inputs import load_ppl_text
     from aura_stream.evaluation.pipeline import Arm, evaluate
@@ -109,15 +118,18 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples
     store = out / "store.zarr"
     say(f"[1/4] extract: pooled MLP activations of the demo model on {DEMO_DIR / 'demo_train.csv'}\n"
         "      (the model's own continuations of training prompts, labelled by the offline BiLSTM)")
-    ext = extract(model=None, data=None, out=store, per_class=per_class, batch_size=32, overwrite=overwrite,
-                  progress=progress)
+    utility_settings = _utility_settings(batch_size, utility_limit, say) if utility else None
+    ext = extract(model=None, data=None, out=store, pooling=("max", "mean"), per_class=per_class, batch_size=32,
+                  overwrite=overwrite, progress=progress)
     say(f"      {ext.n_samples} sentences x {sum(ext.hooks.values())} neurons in {len(ext.hooks)} hooks -> {store}")
-    say("[2/4] score: exact AUROC per neuron; AurA, Det0 and Damp interventions")
+    say("[2/4] score: exact AUROC per neuron (max pooling); AurA, Det0 and Damp interventions; "
+        "Linear-AcT transport (mean pooling)")
     aura = score(store, method="aura", out=out / "aura.safetensors", progress=progress).intervention
     k = matched_k(aura.alphas)
     det0 = score(store, method="det0", num_experts=k, out=out / "det0.safetensors", progress=False).intervention
     damp = score(store, method="damp", num_experts=k, damp_alpha=0.5, out=out / "damp.safetensors",
                  progress=False).intervention
+    linear = score(store, method="linear-act", out=out / "linear_act.safetensors", progress=False).intervention
     plot_aurocs(aura.aurocs, out / "auroc.png", title="demo model: AUROC of each neuron for toxic vs clean text")
     n_total = sum(a.size for a in aura.alphas.values())
     top = max(float(a.max()) for a in aura.aurocs.values())
@@ -134,31 +146,63 @@ def demo(out: str | Path = "runs/demo", *, n_prompts: int | None = None, samples
     for prompt in EXAMPLE_PROMPTS:
         pair = {e["arm"]: e["continuation"] for e in examples if e["prompt"] == prompt}
         say(f"      {prompt!r}\n        baseline: {pair['baseline']!r}\n        aura:     {pair['aura']!r}")
-    say(f"[4/4] eval: {len(prompts)} prompts ({source}) x {samples_per_prompt} continuations x 6 arms")
+    extra = [Arm("det0", det0), Arm("damp", damp), Arm("linear-act", linear), Arm("preprompt", None, PREPROMPT),
+             Arm("preprompt+aura", aura, PREPROMPT)]
+    say(f"[4/4] eval: {len(prompts)} prompts ({source}) x {samples_per_prompt} continuations x {len(extra) + 2} arms"
+        + (f"; {UTILITY_TASK} (lm-eval) on every arm with a model intervention" if utility_settings else ""))
     summary = evaluate(
         loaded, intervention=aura, prompts=prompts, ppl_texts=load_ppl_text("builtin")[:ppl_limit],
         scorer=load_scorer("default", batch_size=512),
         out_dir=out / "eval", samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens, seed=seed,
         batch_size=batch_size, overwrite=overwrite, progress=progress,
-        extra_arms=[Arm("det0", det0), Arm("damp", damp), Arm("preprompt", None, PREPROMPT),
-                    Arm("preprompt+aura", aura, PREPROMPT)],
-        prompts_source=source, ppl_text_source="builtin",
+        extra_arms=extra, prompts_source=source, ppl_text_source="builtin", utility=utility_settings,
         config={"command": "demo", "n_prompts": len(prompts), "half": half,
                 "samples_per_prompt": samples_per_prompt, "matched_k": k},
     )
     return DemoResult(out, headline(summary.data), examples, summary.data)
 
 
+def _utility_settings(batch_size: int, limit: int | None, say: Any) -> Any:
+    """The demo's utility task where lm-eval is installed; otherwise one line on how to get the column."""
+    from importlib.util import find_spec
+
+    if find_spec("lm_eval") is None:
+        say(f"      (no utility column: lm-eval is not installed; `pip install aura-stream[utility]` adds "
+            f"{UTILITY_TASK} zero-shot accuracy per arm)")
+        return None
+    from aura_stream.evaluation.utility_arms import check_settings
+
+    return check_settings(UTILITY_TASK, None, limit, min(batch_size, 64))
+
+
 HEADLINE = (("toxicity_probability", "tox. prob."), ("expected_max_toxicity", "exp. max tox."),
             ("mean_toxicity", "mean tox."), ("perplexity", "perplexity"))
 
 
+def _utility_cell(utility: dict[str, Any] | None, arm: str) -> str | None:
+    """``acc (arm - baseline [CI])`` of the demo task for one arm; None without utility."""
+    if not utility:
+        return None
+    result = utility["arms"].get(arm, {}).get(UTILITY_TASK)
+    if result is None:  # a preprompt-only arm: lm-eval scores the baseline's model
+        return "= baseline"
+    value = f"{result['metrics']['acc']:.3f}"
+    diff = utility["differences"].get(arm, {}).get(UTILITY_TASK, {}).get("acc")
+    if diff is None:
+        return value
+    lo, hi = diff.get("interval") or [float("nan")] * 2
+    return f"{value} ({diff['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}])"
+
+
 def headline(data: dict[str, Any]) -> str:
-    """One row per arm: each headline metric with its ratio to the baseline and 95% interval."""
+    """One row per arm: each headline metric with its ratio to the baseline and 95% interval, and the
+    zero-shot accuracy on the demo task with its paired difference where the run measured utility."""
     rows = []
+    utility = data.get("utility")
     first = next(iter(data["comparisons"].values()))
     base = {c["metric"]: c["baseline"] for c in first if c["group"] in ("all", "ppl_text")}
-    rows.append(["baseline"] + [f"{base[m]:.3f}" if m != "perplexity" else f"{base[m]:.2f}" for m, _ in HEADLINE])
+    rows.append(["baseline"] + [f"{base[m]:.3f}" if m != "perplexity" else f"{base[m]:.2f}" for m, _ in HEADLINE]
+                + [c for c in [_utility_cell(utility, "baseline")] if c is not None])
     for arm, comps in data["comparisons"].items():
         by = {c["metric"]: c for c in comps if c["group"] in ("all", "ppl_text")}
         cells = [arm]
@@ -167,12 +211,16 @@ def headline(data: dict[str, Any]) -> str:
             lo, hi = (c.get("ratio_ci") or [float("nan")] * 2)
             value = f"{c['arm']:.2f}" if metric == "perplexity" else f"{c['arm']:.3f}"
             cells.append(f"{value} ({_num(c['ratio'])}x [{_num(lo)}, {_num(hi)}])")
+        cells += [c for c in [_utility_cell(utility, arm)] if c is not None]
         rows.append(cells)
-    header = ["arm"] + [label for _, label in HEADLINE]
+    header = ["arm"] + [label for _, label in HEADLINE] + ([f"{UTILITY_TASK} acc"] if utility else [])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in [header, *rows]]
     note = ("toxicity ratios are baseline/arm (> 1 = less toxic); perplexity ratio is arm/baseline; "
             "[95% paired bootstrap interval over prompts]")
+    if utility:
+        note += (f"; {UTILITY_TASK} acc: lm-eval zero-shot accuracy, (arm - baseline [95% paired bootstrap "
+                 "interval over its items])")
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], note])
 
 

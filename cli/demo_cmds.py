@@ -42,8 +42,10 @@ def demo_cmd(out: str, n_prompts: int | None, samples_per_prompt: int, half: int
     echo("")
     echo(result.table)
     echo("")
-    echo(f"files in {result.out}: store.zarr, aura/det0/damp.safetensors, auroc.png, examples.jsonl, "
-         f"eval/summary.json, eval/generations.jsonl, eval/report.png  ({time.perf_counter() - start:.0f} s)")
+    echo(f"files in {result.out}: store.zarr, aura/det0/damp/linear_act.safetensors, auroc.png, examples.jsonl, "
+         f"eval/summary.json, eval/generations.jsonl, eval/report.png"
+         + (", eval/utility.json" if "utility" in result.summary else "")
+         + f"  ({time.perf_counter() - start:.0f} s)")
 
 
 COMMANDS = [demo_cmd]

@@ -21,16 +21,30 @@ def test_matched_k_is_total_dampening() -> None:
                     reason="demo model not built")
 def test_demo_reduced_end_to_end(tmp_path: Path) -> None:
     lines: list[str] = []
+    pytest.importorskip("lm_eval")
     result = demo(tmp_path / "demo", n_prompts=2, samples_per_prompt=2, half=2, per_class=16, max_new_tokens=4,
-                  batch_size=8, progress=False, ppl_limit=3, say=lines.append)
+                  batch_size=8, progress=False, ppl_limit=3, utility_limit=6, say=lines.append)
     out = tmp_path / "demo"
-    for name in ("store.zarr/zarr.json", "aura.safetensors", "det0.safetensors", "damp.safetensors", "auroc.png",
-                 "examples.jsonl", "eval/summary.json", "eval/generations.jsonl", "eval/report.png"):
+    for name in ("store.zarr/zarr.json", "aura.safetensors", "det0.safetensors", "damp.safetensors",
+                 "linear_act.safetensors", "auroc.png", "examples.jsonl", "eval/summary.json",
+                 "eval/generations.jsonl", "eval/report.png", "eval/utility.json"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "eval/summary.json").read_text())
-    assert set(summary["comparisons"]) == {"aura", "det0", "damp", "preprompt", "preprompt+aura"}
+    assert set(summary["comparisons"]) == {"aura", "det0", "damp", "linear-act", "preprompt", "preprompt+aura"}
     records = [json.loads(line) for line in (out / "eval/generations.jsonl").read_text().splitlines()]
-    assert len(records) == 6 * 2 * 2  # arms x prompts x samples
+    assert len(records) == 7 * 2 * 2  # arms x prompts x samples
+    # the transport arm: a Linear-AcT map (omega, beta) estimated on mean pooling, applied at generation
+    linear = load_intervention(out / "linear_act.safetensors")
+    assert linear.is_transport and linear.metadata["pooling"] == "mean"
+    # the utility column: aura_cloze on every arm whose model differs from the baseline
+    util = summary["utility"]
+    assert set(util["arms"]) == {"baseline", "aura", "det0", "damp", "linear-act", "preprompt+aura"}
+    assert util["left_out"] == ["preprompt"] and util["arms"]["baseline"]["aura_cloze"]["n"] == 6
+    header, _, base_row, *rows = result.table.splitlines()
+    assert header.rstrip().endswith("aura_cloze acc")
+    acc = util["arms"]["baseline"]["aura_cloze"]["metrics"]["acc"]
+    assert base_row.rstrip().endswith(f"{acc:.3f}")
+    assert next(r for r in rows if r.startswith("preprompt ")).rstrip().endswith("= baseline")
     assert {r["prompt"] for r in records} == {p.text for p in held_out_prompts(2)[:2]}
     assert summary["prompts"]["source"].endswith("half 2)")
     aura, det0 = load_intervention(out / "aura.safetensors"), load_intervention(out / "det0.safetensors")

@@ -142,3 +142,15 @@ def test_utility_added_to_a_finished_run_and_changed_task_data_recomputed(tiny_m
     assert record["settings"]["tasks_fingerprint"] == changed.tasks_fingerprint
     new = record["arms"]["baseline"]["colours_local"]["samples"]["acc"]
     assert new == want["colours_local"]["samples"]["acc"] and new != old  # every label moved: per-doc acc differs
+
+
+def test_quiet_runs_show_no_lm_eval_bars(tiny_model_dirs: dict[str, Path], capfd: pytest.CaptureFixture[str]) -> None:
+    import lm_eval.models.huggingface as hf
+    from tqdm import tqdm
+
+    loaded = load_model(str(tiny_model_dirs["gpt2"]))
+    loud = run_utility(loaded.model, loaded.tokenizer, tasks=SHIPPED_TASK, limit=4, batch_size=4)
+    assert "Running loglikelihood requests" in capfd.readouterr().err
+    quiet = run_utility(loaded.model, loaded.tokenizer, tasks=SHIPPED_TASK, limit=4, batch_size=4, progress=False)
+    assert "Running loglikelihood requests" not in capfd.readouterr().err
+    assert quiet == loud and hf.tqdm is tqdm  # same numbers; lm-eval's tqdm restored

@@ -304,7 +304,7 @@ def _evaluate_locked(loaded: LoadedModel, items: list[Prompt], texts: list[str],
         from aura_stream.evaluation.utility_arms import run_arms
 
         data["utility"] = run_arms(loaded, arms, utility, out, run_identity=sha256_json(identity), confidence=c,
-                                   n_resamples=r, seed=seed)
+                                   n_resamples=r, seed=seed, progress=progress)
     data = json.loads(json.dumps(data, default=str))
     max_tox = {name: s.max(axis=1) for name, s in scores.items()}
     render_report(data, max_tox, out / REPORT_FILE)

@@ -265,6 +265,37 @@ def _quiet_lm_eval() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _no_lm_eval_bars() -> Iterator[None]:
+    """lm-eval's own progress bars (request building, loglikelihood) off while the block runs.
+
+    lm-eval offers no switch for them through ``simple_evaluate``; its modules' ``tqdm`` is replaced
+    by one that is always disabled, and restored afterwards.
+    """
+    import importlib
+
+    from tqdm import tqdm
+
+    def silent(*args: Any, **kwargs: Any) -> Any:
+        kwargs["disable"] = True
+        return tqdm(*args, **kwargs)
+
+    saved = []
+    for name in ("lm_eval.api.task", "lm_eval.models.huggingface", "lm_eval.evaluator", "lm_eval.api.model"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if getattr(module, "tqdm", None) is tqdm:
+            saved.append(module)
+            module.tqdm = silent  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for module in saved:
+            module.tqdm = tqdm  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -323,6 +354,7 @@ def run_utility(
     batch_size: int | str = 1,
     context: ContextFactory | None = None,
     bootstrap_iters: int = 100000,
+    progress: bool = True,
 ) -> dict[str, TaskUtility]:
     """lm-eval's zero-shot metrics of ``model`` on ``tasks``, with ``context``'s hooks attached.
 
@@ -354,6 +386,8 @@ def run_utility(
         makes runs dampened. None: the model as it is (the baseline arm).
     bootstrap_iters : int
         lm-eval's bootstrap for the stderr of metrics that are not means (0: none).
+    progress : bool
+        lm-eval's progress bars (False: none, as ``eval --quiet``).
 
     Returns
     -------
@@ -370,7 +404,7 @@ def run_utility(
     manager = task_manager(names, include)
     from lm_eval.models.huggingface import HFLM
 
-    with _quiet_lm_eval():
+    with _quiet_lm_eval(), contextlib.nullcontext() if progress else _no_lm_eval_bars():
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         with context() if context is not None else contextlib.nullcontext():
             try:

@@ -136,7 +136,7 @@ def utility_arms(arms: Sequence[Any]) -> list[Any]:
 
 def run_arms(loaded: Any, arms: Sequence[Any], settings: UtilitySettings, out: Path,
              run_identity: str = "", *, confidence: float = 0.95, n_resamples: int = 2000,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Utility of every arm of :func:`utility_arms` (resuming ``out/utility.json``) and the paired differences.
 
     ``run_identity`` (the sha256 of the eval's identity: model, weights, arms, prompts) is recorded with the
@@ -171,7 +171,8 @@ def run_arms(loaded: Any, arms: Sequence[Any], settings: UtilitySettings, out: P
 
         record["arms"][arm.name] = run_utility(model, loaded.tokenizer, tasks=settings.tasks,
                                                include=settings.include or None, limit=settings.limit,
-                                               batch_size=settings.batch_size, context=context)
+                                               batch_size=settings.batch_size, context=context,
+                                               progress=progress)
         atomic_write_text(path, json.dumps(record) + "\n")
     base_name = arms[0].name
     base = record["arms"][base_name]
