@@ -129,6 +129,19 @@ def plan_fold(
 
 
 @torch.no_grad()
+def input_shift(weight: torch.Tensor, beta: np.ndarray, *, conv1d: bool) -> torch.Tensor:
+    """``W @ beta`` (GPT-2's Conv1D, weight ``[in, out]``: ``beta @ W``) in float64, returned as float32.
+
+    The weight is copied into a fresh buffer first, so the result depends on its values only, not on
+    where they lie in memory (a matrix-vector product's rounding can follow the buffer's alignment):
+    ``fold`` and ``fold --stream-weights`` get the same bits.
+    """
+    w = weight.detach().to(device="cpu", dtype=torch.float64, copy=True)
+    b = torch.from_numpy(np.asarray(beta, dtype=np.float64).copy())
+    return (b @ w if conv1d else w @ b).to(torch.float32)
+
+
+@torch.no_grad()
 def apply_fold(model: nn.Module, steps: list[FoldStep]) -> None:
     """Scale the weights in place (computed in float32, stored in the weight's dtype)."""
     for step in steps:
@@ -143,15 +156,25 @@ def apply_fold(model: nn.Module, steps: list[FoldStep]) -> None:
         bias = getattr(module, "bias", None)
         if step.axis == "in" and step.beta is not None:  # W (omega z + beta) + b = (W omega) z + (b + W beta)
             assert isinstance(bias, torch.Tensor)  # checked by plan_fold
-            beta = torch.from_numpy(step.beta).to(weight.device)
-            shift = beta @ weight.float() if _is_conv1d(module) else weight.float() @ beta
-            bias.copy_((bias.float() + shift).to(bias.dtype))
+            shift = input_shift(weight, step.beta, conv1d=_is_conv1d(module))
+            bias.copy_((bias.float() + shift.to(bias.device)).to(bias.dtype))
         weight.copy_((weight.float() * alpha.view(shape)).to(weight.dtype))
         if step.axis == "out" and isinstance(bias, torch.Tensor):
             new = bias.float() * alpha
             if step.beta is not None:  # omega (W z + b) + beta
                 new = new + torch.from_numpy(step.beta).to(weight.device)
             bias.copy_(new.to(bias.dtype))
+
+
+def folded_steps(steps: list[FoldStep]) -> list[dict[str, Any]]:
+    """The provenance record's ``folded`` list: per step, what was scaled and how the bias was shifted."""
+    return [
+        {"hook": s.hook_name, "module": s.module_path,
+         "scaled": "output rows and bias" if s.axis == "out" else "input columns",
+         "shifted": None if s.beta is None else ("bias + beta" if s.axis == "out" else "bias + W beta"),
+         "n_dampened": int((s.alpha < 1).sum())}
+        for s in steps
+    ]
 
 
 def check_folded_finite(model: nn.Module, steps: list[FoldStep]) -> None:
@@ -241,12 +264,7 @@ def fold(
         "method": intervention.metadata.get("method"),
         "strength": strength,
         "intervention_metadata": intervention.metadata,
-        "folded": [
-            {"hook": s.hook_name, "module": s.module_path,
-             "scaled": "output rows and bias" if s.axis == "out" else "input columns",
-             "n_dampened": int((s.alpha < 1).sum())}
-            for s in steps
-        ],
+        "folded": folded_steps(steps),
         "config": dict(config or {}),
         "version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -7,8 +7,9 @@ needs the whole model in RAM (and a little more). :func:`fold_streamed` never lo
    points, their widths and the module types; :func:`aura_stream.fold.plan_fold` says which
    Linear's weight (and bias) is scaled along which axis (GPT-2's ``Conv1D`` stores ``[in, out]``);
 2. each safetensors shard is read (:class:`aura_stream.checkpoint.Checkpoint`, without the page
-   cache), the tensors a fold step names are scaled exactly as :func:`aura_stream.fold.apply_fold`
-   scales them (float32 arithmetic, stored in the tensor's dtype), checked finite, and the shard is
+   cache), the tensors a fold step names are scaled (and a transport's bias shifted) exactly as
+   :func:`aura_stream.fold.apply_fold` does it (float32 arithmetic, stored in the tensor's dtype; an
+   input-side shift ``W @ beta`` reads its weight on its own first), checked finite, and the shard is
    written under its own file name; then it is freed before the next one is read. A shard that
    holds no tensor to scale is copied byte for byte.
 
@@ -41,7 +42,7 @@ from aura_stream.backends.hf import resolve_intervention
 from aura_stream.checkpoint import DTYPES as CKPT_DTYPES
 from aura_stream.checkpoint import Checkpoint
 from aura_stream.errors import AuraStreamError, InputError, InterventionError, ModelLoadError, NumericalError
-from aura_stream.fold import FOLD_FORMAT, PROVENANCE_FILE, FoldStep, check_out_dir, plan_fold
+from aura_stream.fold import FOLD_FORMAT, PROVENANCE_FILE, FoldStep, check_out_dir, folded_steps, input_shift, plan_fold
 from aura_stream.interventions import Intervention
 from aura_stream.model import check_not_folded
 
@@ -53,11 +54,16 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgp
 
 @dataclass(frozen=True)
 class TensorScale:
-    """Scale checkpoint tensor ``key`` along ``dim`` by ``alpha`` (one fold step, weight or bias)."""
+    """One fold step on checkpoint tensor ``key``: scale along ``dim`` by ``alpha``, then add ``add``.
+
+    A weight is only scaled; a bias may be scaled and shifted (``omega * b + beta``, the output side of
+    a transport) or only shifted (``b + W beta``, the input side: ``alpha`` is None).
+    """
 
     key: str
     dim: int
-    alpha: np.ndarray  # [d_hook], float32
+    alpha: np.ndarray | None  # [d_hook], float32
+    add: np.ndarray | None = None  # a bias shift, float32
 
 
 def build_skeleton(model_dir: Path) -> nn.Module:
@@ -124,17 +130,24 @@ def plan_tensors(model: nn.Module, checkpoint: Checkpoint, steps: list[FoldStep]
         A tensor the steps need that the checkpoint lacks, or holds with another shape or a
         non-float dtype (quantized).
     """
-    wanted: list[tuple[str, int, np.ndarray, tuple[int, ...]]] = []
+    # (tensor name, dim, alpha, add, shape); an input-side offset's shift W @ beta is computed below
+    wanted: list[tuple[str, int, np.ndarray | None, np.ndarray | None, tuple[int, ...]]] = []
+    shifts: dict[int, tuple[str, np.ndarray, bool]] = {}  # index in wanted -> (weight name, beta, conv1d)
     for step in steps:
         module = model.get_submodule(step.module_path)
         weight = module.weight
         assert isinstance(weight, torch.Tensor)  # checked by plan_fold
-        out_dim = 1 if type(module).__name__ == "Conv1D" else 0  # Conv1D's weight is [in, out]
+        conv1d = type(module).__name__ == "Conv1D"
+        out_dim = 1 if conv1d else 0  # Conv1D's weight is [in, out]
         dim = out_dim if step.axis == "out" else 1 - out_dim
-        wanted.append((f"{step.module_path}.weight", dim, step.alpha, tuple(weight.shape)))
         bias = getattr(module, "bias", None)
-        if step.axis == "out" and isinstance(bias, torch.Tensor):
-            wanted.append((f"{step.module_path}.bias", 0, step.alpha, tuple(bias.shape)))
+        if step.axis == "in" and step.beta is not None:  # W (omega z + beta) + b: the bias first, from this W
+            assert isinstance(bias, torch.Tensor)  # checked by plan_fold
+            shifts[len(wanted)] = (f"{step.module_path}.weight", step.beta, conv1d)
+            wanted.append((f"{step.module_path}.bias", 0, None, None, tuple(bias.shape)))
+        wanted.append((f"{step.module_path}.weight", dim, step.alpha, None, tuple(weight.shape)))
+        if step.axis == "out" and isinstance(bias, torch.Tensor):  # omega (W z + b) + beta
+            wanted.append((f"{step.module_path}.bias", 0, step.alpha, step.beta, tuple(bias.shape)))
     names = list(dict.fromkeys(n for n, *_ in wanted))
     keys, missing = checkpoint.resolve(names, str(getattr(model, "base_model_prefix", "")),
                                        _renames(model, checkpoint))
@@ -142,8 +155,7 @@ def plan_tensors(model: nn.Module, checkpoint: Checkpoint, steps: list[FoldStep]
         raise ModelLoadError(f"the checkpoint in {str(checkpoint.directory)!r} must hold every MLP tensor its "
                              f"config.json names; it lacks {len(missing)} (e.g. {missing[0]!r}). Download the "
                              "complete checkpoint, or save it again with transformers' save_pretrained.")
-    by_file: dict[str, list[TensorScale]] = {}
-    for name, dim, alpha, shape in wanted:
+    for name, _dim, _alpha, _add, shape in wanted:
         key = keys[name]
         entry = checkpoint.entries[key]
         if entry.shape != shape:
@@ -153,27 +165,51 @@ def plan_tensors(model: nn.Module, checkpoint: Checkpoint, steps: list[FoldStep]
         if entry.dtype not in FLOAT_CODES:
             raise InterventionError(f"every hook must fold into a float Linear; {key!r} is {entry.dtype} "
                                     "(quantized?). Fold the unquantized checkpoint, or use `generate` (hooks).")
-        by_file.setdefault(entry.file.name, []).append(TensorScale(key, dim, alpha))
+    ops = [TensorScale(keys[name], dim, alpha, add) for name, dim, alpha, add, _shape in wanted]
+    for i, (weight_name, beta, conv1d) in shifts.items():
+        ops[i] = TensorScale(ops[i].key, 0, None, _input_shift(checkpoint, keys[weight_name], beta, conv1d, ops[:i]))
+    by_file: dict[str, list[TensorScale]] = {}
+    for op in ops:
+        by_file.setdefault(checkpoint.entries[op.key].file.name, []).append(op)
     return by_file
 
 
 @torch.no_grad()
-def scale_tensors(tensors: dict[str, torch.Tensor], scales: list[TensorScale]) -> None:
-    """Scale ``tensors`` in the dict, as :func:`aura_stream.fold.apply_fold` does (float32, stored in the dtype).
+def _input_shift(checkpoint: Checkpoint, key: str, beta: np.ndarray, conv1d: bool,
+                 earlier: list[TensorScale]) -> np.ndarray:
+    """``W @ beta`` (Conv1D: ``beta @ W``) for weight ``key`` as the in-memory fold sees it at this step.
+
+    The weight is read alone (it may lie in another shard than its bias), the steps before this one
+    that scale it are applied first, and the arithmetic is :func:`aura_stream.fold.apply_fold`'s, so
+    the shifted bias is bit-equal to the in-memory fold's.
+    """
+    tensors = checkpoint.read([key])
+    scale_tensors(tensors, [op for op in earlier if op.key == key], check=False)
+    return input_shift(tensors.pop(key), beta, conv1d=conv1d).numpy()
+
+
+@torch.no_grad()
+def scale_tensors(tensors: dict[str, torch.Tensor], scales: list[TensorScale], *, check: bool = True) -> None:
+    """Apply ``scales`` to ``tensors`` in the dict, as :func:`aura_stream.fold.apply_fold` does (float32
+    arithmetic, scale then shift, stored in the tensor's dtype).
 
     Raises
     ------
     NumericalError
-        A scaled tensor holds NaN or inf (nothing of the checkpoint is kept).
+        ``check`` and a changed tensor holds NaN or inf (nothing of the checkpoint is kept).
     """
     for s in scales:
         tensor = tensors[s.key]
-        alpha = torch.from_numpy(s.alpha)
         shape = (-1,) if tensor.dim() == 1 else ((-1, 1) if s.dim == 0 else (1, -1))
         work = tensor.float()  # the buffer itself when float32: it is ours, freshly read
-        work.mul_(alpha.view(shape))
+        if s.alpha is not None:
+            work.mul_(torch.from_numpy(s.alpha).view(shape))
+        if s.add is not None:
+            work.add_(torch.from_numpy(s.add))
         tensors[s.key] = work.to(tensor.dtype)
         del tensor, work
+    if not check:
+        return
     bad = [s.key for s in scales if not bool(torch.isfinite(tensors[s.key]).all())]
     if bad:
         raise NumericalError(f"folded weights must be finite; {', '.join(sorted(set(bad))[:5])} hold NaN or inf. "
@@ -262,10 +298,6 @@ def fold_streamed(
     model = build_skeleton(model_dir)
     intervention, points = resolve_intervention(model, intervention, strength=strength)
     steps = plan_fold(model, intervention, points, skeleton=True)
-    offsets = [st.hook_name for st in steps if st.beta is not None]
-    if offsets:
-        raise InterventionError(f"`fold --stream-weights` must fold scales only; {offsets[0]} has a transport "
-                                "offset beta (a bias shift). Fold it in memory (drop --stream-weights).")
     scales = plan_tensors(model, checkpoint, steps)
     del model
     dtypes = sorted({str(CKPT_DTYPES[checkpoint.entries[s.key].dtype]).removeprefix("torch.")
@@ -279,12 +311,7 @@ def fold_streamed(
         "method": intervention.metadata.get("method"),
         "strength": strength,
         "intervention_metadata": intervention.metadata,
-        "folded": [
-            {"hook": s.hook_name, "module": s.module_path,
-             "scaled": "output rows and bias" if s.axis == "out" else "input columns",
-             "n_dampened": int((s.alpha < 1).sum())}
-            for s in steps
-        ],
+        "folded": folded_steps(steps),
         "config": dict(config or {}),
         "version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

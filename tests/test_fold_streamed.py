@@ -27,7 +27,7 @@ from aura_stream.fold import PROVENANCE_FILE, fold
 from aura_stream.fold_streamed import fold_streamed
 from aura_stream.generate import dampened
 from aura_stream.hookpoints import all_hook_points
-from aura_stream.interventions import Intervention, make_intervention, save_intervention
+from aura_stream.interventions import Intervention, make_intervention, make_transport_intervention, save_intervention
 from aura_stream.model import LoadedModel, load_model
 from tests.conftest import VOCAB, tiny_config
 
@@ -185,6 +185,43 @@ def test_streamed_equals_in_memory_fold(kind: str, sharded: bool, model_dirs: di
     else:
         assert [p.name for p in streamed.glob("*.safetensors")] == ["model.safetensors"]
     assert leftovers(tmp_path) == []
+
+
+def transport_intervention(model: nn.Module, seed: int = 0) -> Intervention:
+    """A Linear-AcT (support all) on every hook point: omega and a non-zero beta per neuron."""
+    rng = np.random.default_rng(seed)
+    est = {}
+    for name, p in all_hook_points(model).items():
+        omega, beta = rng.uniform(-0.5, 1.5, p.width), rng.normal(0, 0.5, p.width)
+        est[name] = np.stack([omega, beta, np.full(p.width, -1.0), np.full(p.width, 1.0)]).astype(np.float32)
+    return make_transport_intervention(est, method="linear-act", support="all", metadata={"model": "tiny"})
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["one-file", "sharded"])
+@pytest.mark.parametrize("kind", ["gpt2", "opt"])  # every MLP Linear has a bias: Conv1D and nn.Linear
+def test_streamed_transport_equals_in_memory_fold(kind: str, sharded: bool, model_dirs: dict[str, Path],
+                                                  sharded_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """Output side: omega * b + beta; input side (hook_post): b + W beta, from the weight as the earlier
+    steps left it (GPT-2's c_proj is folded twice: hook_post's input side, then hook_mlp_out's output)."""
+    src = (sharded_dirs if sharded else model_dirs)[kind]
+    loaded = load_model(str(src))
+    iv = transport_intervention(loaded.model, seed=11)
+    with dampened(loaded.model, iv):
+        hooked = logits(loaded.model, loaded)
+    streamed = fold_streamed(src, iv, tmp_path / "streamed", progress=False)
+    in_memory = fold(loaded, iv, tmp_path / "in-memory")
+    assert_same_tensors(streamed, in_memory)  # bit-equal, weights and shifted biases
+    record = json.loads((streamed / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    assert {f["shifted"] for f in record["folded"]} == {"bias + beta", "bias + W beta"}
+    assert record["folded"] == json.loads((in_memory / PROVENANCE_FILE).read_text(encoding="utf-8"))["folded"]
+    if sharded:  # some bias lies in another shard than its weight: the shift was read across shards
+        entries = Checkpoint.open(src).entries
+        modules = {f["module"] for f in record["folded"] if f["shifted"] == "bias + W beta"}
+        files = {m: {entries[k].file.name for k in entries if k.endswith((f"{m}.weight", f"{m}.bias"))}
+                 for m in modules}
+        assert any(len(f) == 2 for f in files.values()), files
+    folded = AutoModelForCausalLM.from_pretrained(streamed)
+    torch.testing.assert_close(logits(folded, loaded), hooked, rtol=1e-4, atol=1e-4)
 
 
 def test_gpt2_conv1d_is_scaled_on_its_transposed_axes(model_dirs: dict[str, Path], tmp_path: Path) -> None:

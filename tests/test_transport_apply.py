@@ -129,13 +129,19 @@ def test_fold_refuses_offsets_without_bias_and_source_range(tiny_model_dirs: dic
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_fold_streamed_refuses_offsets(tiny_model_dirs: dict[str, Path], tmp_path: Path) -> None:
+def test_fold_streamed_refuses_offsets_without_bias(tiny_model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """``fold --stream-weights`` folds offsets as the in-memory fold does (tests/test_fold_streamed.py) and
+    refuses what it refuses, before any shard is read."""
     from aura_stream.fold_streamed import fold_streamed
 
-    model = tiny_model_dirs["gpt2"]
+    model = tiny_model_dirs["llama"]
     iv = _transport(load_model(str(model)).model, seed=6, bounded=False)
-    with pytest.raises(InterventionError, match="must fold scales only"):
+    with pytest.raises(InterventionError, match="a transport offset beta needs a bias"):
         fold_streamed(model, iv, tmp_path / "out", progress=False)
+    gpt2 = tiny_model_dirs["gpt2"]
+    with pytest.raises(InterventionError, match="a source-range transport must not be folded"):
+        fold_streamed(gpt2, _transport(load_model(str(gpt2)).model, seed=6, bounded=True), tmp_path / "out",
+                      progress=False)
     assert not (tmp_path / "out").exists()
 
 

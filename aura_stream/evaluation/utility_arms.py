@@ -53,7 +53,11 @@ def _data_files(yaml_path: Path) -> list[Path]:
 
     _Loader.add_multi_constructor("!", lambda loader, suffix, node: None)  # lm-eval's !function tags
     try:
-        doc = yaml.load(yaml_path.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader
+        loader = _Loader(yaml_path.read_text(encoding="utf-8"))  # a SafeLoader: plain data, tags dropped
+        try:
+            doc = loader.get_single_data()
+        finally:
+            loader.dispose()
     except (OSError, ValueError, yaml.YAMLError):
         return []
     if not isinstance(doc, dict):
