@@ -1,4 +1,4 @@
-"""GPU check: extract, score, hooked generation and fold on a ~1B-parameter random Llama in bf16.
+"""GPU check: extract, score (AUROC and Linear-AcT), hooked generation and fold on a ~1B-parameter random Llama in bf16.
 
 One process, one model build, no network. On one GPU (default) it:
 
@@ -7,7 +7,8 @@ One process, one model build, no network. On one GPU (default) it:
 2. writes a synthetic Jigsaw-format CSV (``bench/common.synthetic_csv``, half toxic);
 3. ``extract`` (bf16, batch 32 x 128 tokens, default hooks) against a bare Hugging Face forward
    over the same batches (throughput ratio, median of interleaved repeats);
-4. ``score`` (exact AUROC, local threads) -> an AurA intervention;
+4. ``score`` (exact AUROC, local threads) -> an AurA intervention; ``score --method linear-act``
+   (support all; its time against AUROC scoring) and hooked generation with that transport;
 5. hooked greedy generation (``dampened`` + ``model.generate``) against plain ``model.generate``,
    same prompts and settings (tokens/s ratio), and ``aura_stream.generate.generate`` (greedy)
    giving the same continuations as the hooked ``model.generate``;
@@ -297,6 +298,36 @@ def main() -> int:  # one linear script on purpose: one process, one model build
           f"{same}/{len(gens)}", f"{len(gens)}/{len(gens)}", same == len(gens))
     info.append({"step": "aura_stream.generate, greedy, with intervention", "seconds": f"{t_pipe:.2f}",
                  "detail": f"{sum(g.n_new_tokens for g in gens):,} new tokens up to EOS (incl. tokenisation)"})
+
+    # 4b. transport (Linear-AcT, support all): scoring time vs AUROC, hooked generation speed ------
+    from aura_stream.store import ActivationStore as _Store
+
+    stored_poolings = _Store.open(work / "store.zarr").poolings
+    pool = "mean" if "mean" in stored_poolings else stored_poolings[0]
+    t0 = time.perf_counter()
+    lact = score(work / "store.zarr", method="linear-act", support="all", pooling=pool, progress=False,
+                 out=work / "lact.safetensors")
+    t_lact = time.perf_counter() - t0
+    tiv = lact.intervention
+    info.append({"step": "score --method linear-act (threads)", "seconds": f"{t_lact:.1f}",
+                 "detail": f"{t_lact / t_score:.2f}x the AUROC scoring time (target <= 1.2x)"})
+    finite_t = all(np.isfinite(np.stack([a for a in tiv.affine(h) if a is not None])).all() for h in tiv.widths)
+    check("score --method linear-act: omega, beta finite", str(finite_t), "True", finite_t)
+
+    def hooked_t() -> None:
+        with dampened(model, tiv), torch.inference_mode():
+            model.generate(**enc, **greedy)
+
+    hooked_t()  # warm-up
+    t_plain_t: list[float] = []
+    t_hooked_t: list[float] = []
+    for r in range(args.repeats):
+        for name in (["plain", "hooked"] if r % 2 == 0 else ["hooked", "plain"]):
+            (t_plain_t if name == "plain" else t_hooked_t).append(
+                timed(plain if name == "plain" else hooked_t, device))
+    ratio_t = statistics.median(t_plain_t) / statistics.median(t_hooked_t)
+    check("generate with a Linear-AcT transport / plain model.generate tokens/s", f"{ratio_t:.3f}x", ">= 0.90x",
+          ratio_t >= 0.90, perf=True)
 
     # 5. logits: alpha = 1, hooked vs folded ----------------------------------------------------
     lenc = tok(gen_prompts, return_tensors="pt", padding=True, truncation=True, max_length=args.max_length,

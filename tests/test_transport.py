@@ -152,12 +152,17 @@ def test_numbers_do_not_depend_on_the_block_layout(tmp_path: Path, method: str) 
         np.testing.assert_array_equal(got, runs[0])
 
 
-@pytest.mark.parametrize("n", [600, 5001])  # both float16 sorts: radix below 5000 samples, histogram above
-def test_float16_kernel_matches_float64_path(n: int) -> None:
+# both float16 sorts: radix below 5000 samples, histogram above; with equal classes the histogram
+# path fits the sorted pairs run by run (segments of equal values) instead of emitting them
+@pytest.mark.parametrize("n, balanced", [(600, False), (5001, False), (6000, True), (5002, True)])
+def test_float16_kernel_matches_float64_path(n: int, balanced: bool) -> None:
     rng = np.random.default_rng(n)
     values = rng.standard_normal((n, 40)).astype(np.float16)
     values[:, :10] = np.maximum(values[:, :10], 0)  # ReLU'd: long runs of ties
-    labels = (rng.random(n) < 0.45).astype(int)
+    labels = rng.permutation(np.arange(n) < n // 2).astype(int) if balanced else (rng.random(n) < 0.45).astype(int)
+    values[:, 10] = 1.5  # constant: omega 1
+    values[labels == 1, 11] = -0.25  # constant toxic values, spread non-toxic ones
+    values[:, 12] = np.round(values[:, 12] * 2) / 2  # few distinct values: long overlapping runs
     np.testing.assert_allclose(transport_block(values, labels), transport_block(values.astype(np.float64), labels),
                                rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(transport_block(values, labels), oracle(values, labels, "linear-act"),
