@@ -161,67 +161,6 @@ def _fit_sorted(x: Any, y: Any, q: Any, mx: float, my: float) -> tuple[float, fl
     return _fit_pairs(x, q, mx, _mean(q))
 
 
-@numba.njit(cache=True, nogil=True)
-def _fit_runs(hist: Any, occupied: Any, n_pos: int, buf: Any, table: Any) -> tuple[float, float, float, float]:
-    """(omega, beta, lo, hi) of one float16 column of ``2 n_pos`` samples, half toxic, from its histogram.
-
-    ``hist[2k + 1]`` / ``hist[2k]`` count the toxic / non-toxic samples of key ``k`` (cleared here,
-    with ``occupied``). With equal classes the pairs are ``(x_(i), y_(i))``; the sorted values come in
-    runs of equal keys, so the sums run over the segments where a toxic run and a non-toxic run
-    overlap (at most one per distinct value of either class) instead of over every sample:
-    ``sum (x - mx)^2 = sum_runs c (v - mx)^2`` and ``sum (x - mx)(y - my) = sum_segments L (vx - mx)(vy - my)``.
-    Means are exact (integer ticks); the sums are compensated. ``buf [3, n + 1]`` is scratch.
-    """
-    values, ticks = table
-    vx, cx, vy, cy = buf[0, :n_pos], buf[0, n_pos : 2 * n_pos], buf[1, :n_pos], buf[1, n_pos : 2 * n_pos]
-    nx = ny = 0
-    sx = sy = 0
-    for blk in range(256):
-        if occupied[blk]:
-            occupied[blk] = False
-            for k in range(256 * blk, 256 * (blk + 1)):
-                n_neg_k, n_pos_k = hist[2 * k], hist[2 * k + 1]
-                if n_pos_k:
-                    vx[nx] = values[k]
-                    cx[nx] = n_pos_k
-                    nx += 1
-                    sx += n_pos_k * ticks[k]
-                if n_neg_k:
-                    vy[ny] = values[k]
-                    cy[ny] = n_neg_k
-                    ny += 1
-                    sy += n_neg_k * ticks[k]
-            hist[512 * blk : 512 * (blk + 1)] = 0
-    mx, my = sx / (n_pos * _TICKS), sy / (n_pos * _TICKS)
-    lo, hi = vx[0], vx[nx - 1]
-    if nx == 1:
-        return 1.0, my - mx, lo, hi
-    a = ca = b = cb = 0.0
-    for r in range(nx):
-        d = vx[r] - mx
-        a, ca = _two_sum(a, ca, cx[r] * (d * d))
-    i = r_y = 0
-    left_x, left_y = cx[0], cy[0]
-    while i < nx:  # both classes end together: equal counts
-        seg = min(left_x, left_y)
-        b, cb = _two_sum(b, cb, seg * ((vx[i] - mx) * (vy[r_y] - my)))
-        left_x -= seg
-        left_y -= seg
-        if left_x == 0:
-            i += 1
-            if i < nx:
-                left_x = cx[i]
-        if left_y == 0:
-            r_y += 1
-            if r_y < ny:
-                left_y = cy[r_y]
-    vxx = a + ca
-    if vxx == 0.0:  # distinct values whose squares underflow: treat as constant
-        return 1.0, my - mx, lo, hi
-    omega = (b + cb) / vxx
-    return omega, my - omega * mx, lo, hi
-
-
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _linear_half(bits: Any, lo: int, hi: int, dest: Any, n_pos: int, ws: Any, table: Any, out: Any) -> None:
     """Linear-AcT of float16 bit columns ``bits[:, lo:hi]`` into ``out[4, hi - lo]`` (NaN: non-finite).
@@ -263,13 +202,6 @@ def _linear_half(bits: Any, lo: int, hi: int, dest: Any, n_pos: int, ws: Any, ta
                     for i in range(n - n_pos):
                         ys[i] = values[neg[i]]
                         sy += ticks[neg[i]]
-                elif 2 * n_pos == n:  # equal classes: sorted pairs fitted run by run, nothing emitted
-                    for i in range(n):  # positives (toxic) first
-                        k = int(keys[t, i])
-                        hist[2 * k + (i < n_pos)] += 1
-                        occupied[k >> 8] = True
-                    out[0, j], out[1, j], out[2, j], out[3, j] = _fit_runs(hist, occupied, n_pos, buf, table)
-                    continue
                 else:
                     for i in range(n):  # positives (toxic) first
                         k = int(keys[t, i])

@@ -152,8 +152,7 @@ def test_numbers_do_not_depend_on_the_block_layout(tmp_path: Path, method: str) 
         np.testing.assert_array_equal(got, runs[0])
 
 
-# both float16 sorts: radix below 5000 samples, histogram above; with equal classes the histogram
-# path fits the sorted pairs run by run (segments of equal values) instead of emitting them
+# both float16 sorts: radix below 5000 samples, histogram above; equal and unequal classes
 @pytest.mark.parametrize("n, balanced", [(600, False), (5001, False), (6000, True), (5002, True)])
 def test_float16_kernel_matches_float64_path(n: int, balanced: bool) -> None:
     rng = np.random.default_rng(n)
