@@ -130,9 +130,10 @@ def plan_tensors(model: nn.Module, checkpoint: Checkpoint, steps: list[FoldStep]
         A tensor the steps need that the checkpoint lacks, or holds with another shape or a
         non-float dtype (quantized).
     """
-    # (tensor name, dim, alpha, add, shape); an input-side offset's shift W @ beta is computed below
-    wanted: list[tuple[str, int, np.ndarray | None, np.ndarray | None, tuple[int, ...]]] = []
-    shifts: dict[int, tuple[str, np.ndarray, bool]] = {}  # index in wanted -> (weight name, beta, conv1d)
+    # (tensor name, dim, alpha, add, shape, shift); shift = (weight name, beta, conv1d) of an input-side
+    # offset, whose add W @ beta is computed below, once the keys are resolved
+    Shift = tuple[str, np.ndarray, bool]
+    wanted: list[tuple[str, int, np.ndarray | None, np.ndarray | None, tuple[int, ...], Shift | None]] = []
     for step in steps:
         module = model.get_submodule(step.module_path)
         weight = module.weight
@@ -143,11 +144,11 @@ def plan_tensors(model: nn.Module, checkpoint: Checkpoint, steps: list[FoldStep]
         bias = getattr(module, "bias", None)
         if step.axis == "in" and step.beta is not None:  # W (omega z + beta) + b: the bias first, from this W
             assert isinstance(bias, torch.Tensor)  # checked by plan_fold
-            shifts[len(wanted)] = (f"{step.module_path}.weight", step.beta, conv1d)
-            wanted.append((f"{step.module_path}.bias", 0, None, None, tuple(bias.shape)))
-        wanted.append((f"{step.module_path}.weight", dim, step.alpha, None, tuple(weight.shape)))
+            wanted.append((f"{step.module_path}.bias", 0, None, None, tuple(bias.shape),
+                           (f"{step.module_path}.weight", step.beta, conv1d)))
+        wanted.append((f"{step.module_path}.weight", dim, step.alpha, None, tuple(weight.shape), None))
         if step.axis == "out" and isinstance(bias, torch.Tensor):  # omega (W z + b) + beta
-            wanted.append((f"{step.module_path}.bias", 0, step.alpha, step.beta, tuple(bias.shape)))
+            wanted.append((f"{step.module_path}.bias", 0, step.alpha, step.beta, tuple(bias.shape), None))
     names = list(dict.fromkeys(n for n, *_ in wanted))
     keys, missing = checkpoint.resolve(names, str(getattr(model, "base_model_prefix", "")),
                                        _renames(model, checkpoint))
@@ -155,7 +156,7 @@ def plan_tensors(model: nn.Module, checkpoint: Checkpoint, steps: list[FoldStep]
         raise ModelLoadError(f"the checkpoint in {str(checkpoint.directory)!r} must hold every MLP tensor its "
                              f"config.json names; it lacks {len(missing)} (e.g. {missing[0]!r}). Download the "
                              "complete checkpoint, or save it again with transformers' save_pretrained.")
-    for name, _dim, _alpha, _add, shape in wanted:
+    for name, *_, shape, _shift in wanted:
         key = keys[name]
         entry = checkpoint.entries[key]
         if entry.shape != shape:
@@ -165,9 +166,11 @@ def plan_tensors(model: nn.Module, checkpoint: Checkpoint, steps: list[FoldStep]
         if entry.dtype not in FLOAT_CODES:
             raise InterventionError(f"every hook must fold into a float Linear; {key!r} is {entry.dtype} "
                                     "(quantized?). Fold the unquantized checkpoint, or use `generate` (hooks).")
-    ops = [TensorScale(keys[name], dim, alpha, add) for name, dim, alpha, add, _shape in wanted]
-    for i, (weight_name, beta, conv1d) in shifts.items():
-        ops[i] = TensorScale(ops[i].key, 0, None, _input_shift(checkpoint, keys[weight_name], beta, conv1d, ops[:i]))
+    ops: list[TensorScale] = []  # in step order: an input-side shift sees the weight as the steps before it left it
+    for name, dim, alpha, add, _shape, shift in wanted:
+        if shift is not None:
+            add = _input_shift(checkpoint, keys[shift[0]], shift[1], shift[2], ops)
+        ops.append(TensorScale(keys[name], dim, alpha, add))
     by_file: dict[str, list[TensorScale]] = {}
     for op in ops:
         by_file.setdefault(checkpoint.entries[op.key].file.name, []).append(op)

@@ -267,13 +267,18 @@ def main() -> int:  # one linear script on purpose: one process, one model build
         with dampened(model, iv), torch.inference_mode():
             model.generate(**enc, **greedy)
 
-    plain()
-    hooked()  # warm-up
-    t_plain: list[float] = []
-    t_hooked: list[float] = []
-    for r in range(args.repeats):
-        for name in (["plain", "hooked"] if r % 2 == 0 else ["hooked", "plain"]):
-            (t_plain if name == "plain" else t_hooked).append(timed(plain if name == "plain" else hooked, device))
+    def interleaved(with_hooks: Callable[[], None]) -> tuple[list[float], list[float]]:
+        """Times of plain and ``with_hooks`` generation, alternating which runs first; warmed up once."""
+        plain()
+        with_hooks()
+        t_a: list[float] = []
+        t_b: list[float] = []
+        for r in range(args.repeats):
+            for first in ([True, False] if r % 2 == 0 else [False, True]):
+                (t_a if first else t_b).append(timed(plain if first else with_hooks, device))
+        return t_a, t_b
+
+    t_plain, t_hooked = interleaved(hooked)
     work_tokens = args.gen_batch * n_new
     tps_plain, tps_hooked = work_tokens / statistics.median(t_plain), work_tokens / statistics.median(t_hooked)
     check(f"generate with hooks / plain model.generate tokens/s (greedy, {args.gen_batch} x {n_new} new, KV cache)",
@@ -300,9 +305,7 @@ def main() -> int:  # one linear script on purpose: one process, one model build
                  "detail": f"{sum(g.n_new_tokens for g in gens):,} new tokens up to EOS (incl. tokenisation)"})
 
     # 4b. transport (Linear-AcT, support all): scoring time vs AUROC, hooked generation speed ------
-    from aura_stream.store import ActivationStore as _Store
-
-    stored_poolings = _Store.open(work / "store.zarr").poolings
+    stored_poolings = ActivationStore.open(work / "store.zarr").poolings
     pool = "mean" if "mean" in stored_poolings else stored_poolings[0]
     t0 = time.perf_counter()
     lact = score(work / "store.zarr", method="linear-act", support="all", pooling=pool, progress=False,
@@ -318,13 +321,7 @@ def main() -> int:  # one linear script on purpose: one process, one model build
         with dampened(model, tiv), torch.inference_mode():
             model.generate(**enc, **greedy)
 
-    hooked_t()  # warm-up
-    t_plain_t: list[float] = []
-    t_hooked_t: list[float] = []
-    for r in range(args.repeats):
-        for name in (["plain", "hooked"] if r % 2 == 0 else ["hooked", "plain"]):
-            (t_plain_t if name == "plain" else t_hooked_t).append(
-                timed(plain if name == "plain" else hooked_t, device))
+    t_plain_t, t_hooked_t = interleaved(hooked_t)
     ratio_t = statistics.median(t_plain_t) / statistics.median(t_hooked_t)
     check("generate with a Linear-AcT transport / plain model.generate tokens/s", f"{ratio_t:.3f}x", ">= 0.90x",
           ratio_t >= 0.90, perf=True)
