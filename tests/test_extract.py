@@ -107,7 +107,7 @@ def test_float16_store_is_float16_of_float32(gpt2_dir: Path, jigsaw_csv: Path, t
 def big_csv(tmp_path: Path, copies: int) -> Path:
     from tests.conftest import jigsaw_sample
 
-    rows = list(csv.DictReader(jigsaw_sample().open(encoding="utf-8")))  # skips where shared/ is absent
+    rows = list(csv.DictReader(jigsaw_sample().open(encoding="utf-8")))
     path = tmp_path / "big.csv"
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=["id", "comment_text", "toxic", "severe_toxic", "obscene", "threat",

@@ -29,6 +29,7 @@ from aura_stream.evaluation.scorers import (
     load_scorer,
     toxic_label_index,
 )
+from tests.conftest import jigsaw_sample
 
 REPO = Path(__file__).resolve().parents[1]
 SCORER_ASSETS = REPO / "aura_stream" / "assets" / "scorer"
@@ -79,14 +80,6 @@ CLEAN = [
     "Happy birthday, I hope you have a wonderful day.",
     "The band released their third album last spring.",
 ]
-
-
-def _fixture(name: str) -> Path | None:
-    """A file of shared/fixtures, wherever this checkout sees shared/ (None if nowhere)."""
-    for root in (REPO / "shared", REPO.parent / "shared", Path("/work/shared")):
-        if (root / "fixtures" / name).is_file():
-            return root / "fixtures" / name
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -186,9 +179,7 @@ def test_handwritten_auroc(bilstm: BiLSTMScorer) -> None:
 
 
 def test_jigsaw_fixture_auroc(bilstm: BiLSTMScorer) -> None:
-    path = _fixture("jigsaw_train_sample.csv")
-    if path is None:
-        pytest.skip("shared/fixtures/jigsaw_train_sample.csv is not available")
+    path = jigsaw_sample()
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 16 and "" in rows[0]  # the unnamed leading index column
