@@ -27,8 +27,11 @@ is the integer ``i``, so ``q_i = y_(i)`` exactly: plain sorted pairs, nothing tr
 The kernels work on all samples of a block of neurons at once (a sort needs the whole column),
 like :mod:`aura_stream.auroc`: float16 columns are counting-sorted through a (key, label)
 histogram (numba, threads over tiles of columns); float32/float64 columns are sorted with NumPy.
-Every sum is compensated (Neumaier) in float64, so the result equals NumPy on the stored values
-to a few float64 ulps.
+The fit sums values centred at each class's median in float64: in vector lanes within blocks of
+256 (the compiler may reassociate there, as NumPy's pairwise sum does in its blocks of 128), the
+block totals compensated (TwoSum), so the result equals NumPy on the stored values to a few
+float64 ulps (tested to 1e-13 relative) on any machine; the last bits may differ between CPUs of
+different vector widths, never between runs or block sizes on one machine.
 """
 
 from __future__ import annotations
@@ -70,21 +73,22 @@ _SUB_BYTES = 8 << 20  # float64 working copy of one sub-block (NumPy paths)
 _RADIX_MAX = 5000  # float16 columns of fewer samples are radix-sorted, longer ones counted in a histogram
 
 
-def _half_tables() -> tuple[np.ndarray, np.ndarray]:
-    """Value (float64) and value * 2**24 (int64, exact) of every order-preserving float16 key.
+def _half_table() -> np.ndarray:
+    """Value (float32, exact) of every order-preserving float16 key, as ``auroc._transpose_keys`` makes them.
 
-    Keys as ``auroc._transpose_keys`` makes them; non-finite keys (never looked up) read 0.
+    Non-finite keys (never looked up) read 0. float32 holds every float16 exactly, and the table
+    (256 KB) stays in a core's L2 cache beside the (key, label) histogram.
     """
     keys = np.arange(65536, dtype=np.uint32)
     bits = np.where(keys & 0x8000, keys ^ 0x8000, ~keys & 0xFFFF).astype(np.uint16)
-    values = bits.view(np.float16).astype(np.float64)
+    values = bits.view(np.float16).astype(np.float32)
     values[0x8000] = 0.0  # -0.0 and +0.0 share key 0x8000
     values[~np.isfinite(values)] = 0.0
-    return values, (values * _TICKS).astype(np.int64)
+    return values
 
 
-_TICKS = float(1 << 24)  # every float16 is an integer multiple of 2**-24
-_HALF = _half_tables()
+_HALF = _half_table()
+_LANE_BLOCK = 256  # values per block of the vector-lane sums; block totals compensated
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -97,87 +101,111 @@ def _two_sum(s: float, c: float, v: float) -> tuple[float, float]:
 
 @numba.njit(cache=True, nogil=True)
 def _hazen(y: Any, q: Any) -> None:
-    """``q[i]`` = Hazen quantile of sorted ``y [n_y]`` at ``(i + 0.5) / n_t`` for ``q [n_t]``."""
+    """``q[i]`` = Hazen quantile of sorted ``y [n_y]`` at ``(i + 0.5) / n_t`` for ``q [n_t]``.
+
+    The 0-based fractional index is ``num / den`` with ``num = (2i + 1) n_y - n_t``, ``den = 2 n_t``;
+    its integer part ``k`` and remainder ``r`` are stepped exactly from ``i`` to ``i + 1`` (no
+    division, no data-dependent branch), the fraction ``r / den`` taken as ``r * (1 / den)``.
+    """
     n_t, n_y = q.size, y.size
     den = 2 * n_t
+    inv = 1.0 / den
+    step_k, step_r = (2 * n_y) // den, (2 * n_y) % den
+    k, r = (n_y - n_t) // den, (n_y - n_t) % den  # floor division: r in [0, den)
+    last = n_y - 1
     for i in range(n_t):
-        num = (2 * i + 1) * n_y - n_t  # 2 n_t * (0-based fractional index into y)
-        if num <= 0:
+        if k < 0:
             q[i] = y[0]
-        elif num >= (n_y - 1) * den:
-            q[i] = y[n_y - 1]
+        elif k >= last:
+            q[i] = y[last]
         else:
-            k = num // den
-            q[i] = y[k] + (num - k * den) / den * (y[k + 1] - y[k])
+            lo = float(y[k])
+            q[i] = lo + (r * inv) * (float(y[k + 1]) - lo)
+        k += step_k
+        r += step_r
+        carry = r >= den
+        r -= carry * den
+        k += carry
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _block_sums(x: Any, q: Any, b0: int, b1: int, cx: float, cq: float) -> tuple[float, float, float, float]:
+    """Sums of dx^2, dx dq, dx, dq over ``[b0, b1)`` (``dx = x - cx``, ``dq = q - cq``).
+
+    The one place the compiler may reassociate: it adds in vector lanes (as NumPy's pairwise sum
+    does in its 128-element blocks), which is what makes the fit cost a fraction of the sort.
+    """
+    a = e = f = g = 0.0
+    cx, cq = np.float64(cx), np.float64(cq)  # float64 arithmetic whatever the arrays' and centres' dtype
+    for i in range(b0, b1):
+        d = np.float64(x[i]) - cx
+        h = np.float64(q[i]) - cq
+        a += d * d
+        e += d * h
+        f += d
+        g += h
+    return a, e, f, g
 
 
 @numba.njit(cache=True, nogil=True)
-def _mean(x: Any) -> float:
-    """Compensated mean of ``x [n]``."""
-    s = c = 0.0
-    for i in range(x.size):
-        s, c = _two_sum(s, c, x[i])
-    return float((s + c) / x.size)
+def _fit(x: Any, q: Any, cx: float, cq: float) -> tuple[float, float]:
+    """(omega, beta) of the least-squares line of ``q [n]`` on sorted ``x [n]``.
 
-
-@numba.njit(cache=True, nogil=True)
-def _fit_pairs(x: Any, q: Any, mx: float, mq: float) -> tuple[float, float]:
-    """(omega, beta) of the least-squares line of ``q [n]`` on sorted ``x [n]`` of means ``mx``, ``mq``.
-
-    Constant ``x``: omega 1, beta ``mq - mx``. Centred sums compensated, two lanes each.
+    ``cx`` and ``cq`` are centres within the data (a median; for Hazen quantiles the median of
+    the values they were interpolated from): the sums are of the centred values and corrected for the offset
+    of each centre from the mean, so a centre changes nothing but rounding. A median is within one
+    standard deviation of the mean, so the correction cancels at most one bit. Sums over blocks of
+    ``_LANE_BLOCK`` in vector lanes, the block totals compensated. Constant ``x``: omega 1, beta
+    ``mean q - mean x``.
     """
     n = x.size
-    if x[0] == x[n - 1]:
+    sxx = cxx = sxq = cxq = sx = cx_ = sq = cq_ = 0.0
+    for b0 in range(0, n, _LANE_BLOCK):
+        a, e, f, g = _block_sums(x, q, b0, min(b0 + _LANE_BLOCK, n), cx, cq)
+        sxx, cxx = _two_sum(sxx, cxx, a)
+        sxq, cxq = _two_sum(sxq, cxq, e)
+        sx, cx_ = _two_sum(sx, cx_, f)
+        sq, cq_ = _two_sum(sq, cq_, g)
+    dx, dq = (sx + cx_) / n, (sq + cq_) / n  # mean x - cx, mean q - cq
+    mx, mq = cx + dx, cq + dq
+    vxx = (sxx + cxx) - n * dx * dx
+    if x[0] == x[n - 1] or vxx <= 0.0:  # constant (or squares that underflow): a shift
         return 1.0, mq - mx
-    a0 = ca0 = a1 = ca1 = b0 = cb0 = b1 = cb1 = 0.0
-    for i in range(0, n - 1, 2):
-        d0, d1 = x[i] - mx, x[i + 1] - mx
-        a0, ca0 = _two_sum(a0, ca0, d0 * d0)
-        a1, ca1 = _two_sum(a1, ca1, d1 * d1)
-        b0, cb0 = _two_sum(b0, cb0, d0 * (q[i] - mq))
-        b1, cb1 = _two_sum(b1, cb1, d1 * (q[i + 1] - mq))
-    if n % 2:
-        d0 = x[n - 1] - mx
-        a0, ca0 = _two_sum(a0, ca0, d0 * d0)
-        b0, cb0 = _two_sum(b0, cb0, d0 * (q[n - 1] - mq))
-    a0, ca0 = _two_sum(a0, ca0 + ca1, a1)
-    b0, cb0 = _two_sum(b0, cb0 + cb1, b1)
-    vxx = a0 + ca0
-    if vxx == 0.0:  # distinct values whose squares underflow: treat as constant
-        return 1.0, mq - mx
-    omega = (b0 + cb0) / vxx
+    omega = ((sxq + cxq) - n * dx * dq) / vxx
     return omega, mq - omega * mx
 
 
 @numba.njit(cache=True, nogil=True)
-def _fit_sorted(x: Any, y: Any, q: Any, mx: float, my: float) -> tuple[float, float]:
-    """(omega, beta) of sorted toxic ``x [n_t]`` onto sorted non-toxic ``y [n_y]`` (means ``mx``, ``my``).
+def _fit_sorted(x: Any, y: Any, q: Any, cx: float, cy: float) -> tuple[float, float]:
+    """(omega, beta) of sorted toxic ``x [n_t]`` onto sorted non-toxic ``y [n_y]``, centred at ``cx``, ``cy``.
 
-    ``q [n_t]`` is scratch for the Hazen quantiles when ``n_y != n_t`` (``my`` is then unused).
+    ``q [n_t]`` is scratch for the Hazen quantiles when ``n_y != n_t``, centred at ``cy`` too (the
+    quantiles average close to the mean of ``y``, within a standard deviation of its median).
     """
     if y.size == x.size:  # sorted pairs
-        return _fit_pairs(x, y, mx, my)
+        return _fit(x, y, cx, cy)
     _hazen(y, q)
-    return _fit_pairs(x, q, mx, _mean(q))
+    return _fit(x, q, cx, cy)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _linear_half(bits: Any, lo: int, hi: int, dest: Any, n_pos: int, ws: Any, table: Any, out: Any) -> None:
+def _linear_half(bits: Any, lo: int, hi: int, dest: Any, n_pos: int, ws: Any, values: Any, out: Any) -> None:
     """Linear-AcT of float16 bit columns ``bits[:, lo:hi]`` into ``out[4, hi - lo]`` (NaN: non-finite).
 
-    Each column's keys (toxic first) are sorted per class, by LSD radix for fewer than
-    ``_RADIX_MAX`` samples and by a (key, label) histogram otherwise, then decoded to float64.
+    Each column's keys (toxic first) are sorted per class into float32 values: by LSD radix for
+    fewer than ``_RADIX_MAX`` samples; otherwise a counting sort, the (key, label) histogram of
+    ``auroc`` turned into first slots by one scan of its occupied blocks, then every sample placed.
     """
-    keys_ws, hist_ws, sort_ws, tmp_ws, consts = ws  # [chunk, tile, n], [chunk, 2 * 65536], [chunk, 3, n + 1],
-    # [chunk, n]: transposed keys, histogram (only for n >= _RADIX_MAX), sorted values, radix scratch
-    values, ticks = table  # [65536] float64 key -> value, int64 key -> value * 2**24
+    keys_ws, hist_ws, sort_ws, q_ws, tmp_ws, consts = ws  # [chunk, tile, n], [chunk, 2 * 65536] (only
+    # for n >= _RADIX_MAX), [chunk, 2, n] float32, [chunk, n] float64, [chunk, n]: transposed keys,
+    # histogram, sorted values of both classes, Hazen quantiles, radix scratch
     n_chunks, tile, n = keys_ws.shape
+    n_neg = n - n_pos
     n_tiles = (hi - lo + tile - 1) // tile
     radix = n < _RADIX_MAX
     for chunk in prange(n_chunks):
-        keys, hist, buf = keys_ws[chunk], hist_ws[chunk], sort_ws[chunk]
-        xw, yw = buf[0], buf[1]  # one slot longer than the classes: spare for branch-free writes
-        xs, ys, q = buf[0, :n_pos], buf[1, : n - n_pos], buf[2, :n_pos]
+        keys, hist = keys_ws[chunk], hist_ws[chunk]
+        xs, ys, q = sort_ws[chunk, 0, :n_pos], sort_ws[chunk, 1, :n_neg], q_ws[chunk, :n_pos]
         count = np.zeros(256, np.int64)
         occupied = np.zeros(256, np.bool_)
         flag = np.zeros(tile, np.bool_)
@@ -191,41 +219,42 @@ def _linear_half(bits: Any, lo: int, hi: int, dest: Any, n_pos: int, ws: Any, ta
                 if flag[t]:
                     out[:, j] = np.nan
                     continue
-                sx = sy = 0  # exact: float16 values are integer multiples of 2**-24
                 if radix:
                     pos, neg = keys[t, :n_pos], keys[t, n_pos:]
                     _radix_sort(pos, tmp_ws[chunk], count)
                     _radix_sort(neg, tmp_ws[chunk], count)
                     for i in range(n_pos):
                         xs[i] = values[pos[i]]
-                        sx += ticks[pos[i]]
-                    for i in range(n - n_pos):
+                    for i in range(n_neg):
                         ys[i] = values[neg[i]]
-                        sy += ticks[neg[i]]
                 else:
                     for i in range(n):  # positives (toxic) first
                         k = int(keys[t, i])
                         hist[2 * k + (i < n_pos)] += 1
                         occupied[k >> 8] = True
                     ix = iy = 0
+                    for blk in range(256):  # counts -> first slot of each (key, label)
+                        if occupied[blk]:
+                            for k in range(256 * blk, 256 * (blk + 1)):
+                                c_neg, c_pos = hist[2 * k], hist[2 * k + 1]
+                                hist[2 * k], hist[2 * k + 1] = iy, ix
+                                iy += c_neg
+                                ix += c_pos
+                    for i in range(n_pos):  # place every sample at its slot
+                        k = 2 * int(keys[t, i]) + 1
+                        p = hist[k]
+                        xs[p] = values[k >> 1]
+                        hist[k] = p + 1
+                    for i in range(n_pos, n):
+                        k = 2 * int(keys[t, i])
+                        p = hist[k]
+                        ys[p] = values[k >> 1]
+                        hist[k] = p + 1
                     for blk in range(256):
                         if occupied[blk]:
                             occupied[blk] = False
-                            for k in range(256 * blk, 256 * (blk + 1)):
-                                n_neg_k, n_pos_k = hist[2 * k], hist[2 * k + 1]
-                                v = values[k]
-                                xw[ix] = v  # branch-free for counts 0 and 1
-                                yw[iy] = v
-                                if (n_neg_k | n_pos_k) > 1:
-                                    xw[ix : ix + n_pos_k] = v
-                                    yw[iy : iy + n_neg_k] = v
-                                ix += n_pos_k
-                                iy += n_neg_k
-                                sx += n_pos_k * ticks[k]
-                                sy += n_neg_k * ticks[k]
                             hist[512 * blk : 512 * (blk + 1)] = 0
-                mx, my = sx / (n_pos * _TICKS), sy / ((n - n_pos) * _TICKS)
-                omega, beta = _fit_sorted(xs, ys, q, mx, my)
+                omega, beta = _fit_sorted(xs, ys, q, np.float64(xs[n_pos // 2]), np.float64(ys[n_neg // 2]))
                 out[0, j], out[1, j], out[2, j], out[3, j] = omega, beta, xs[0], xs[n_pos - 1]
 
 
@@ -234,7 +263,7 @@ def _linear_sorted(xs: Any, ys: Any, out: Any, off: int) -> None:
     """Linear-AcT of pre-sorted rows ``xs [m, n_t]``, ``ys [m, n_y]`` into ``out[:, off:off + m]``."""
     for r in prange(xs.shape[0]):
         q = np.empty(xs.shape[1])
-        omega, beta = _fit_sorted(xs[r], ys[r], q, _mean(xs[r]), _mean(ys[r]))
+        omega, beta = _fit_sorted(xs[r], ys[r], q, xs[r, xs.shape[1] // 2], ys[r, ys.shape[1] // 2])
         out[0, off + r], out[1, off + r] = omega, beta
         out[2, off + r], out[3, off + r] = xs[r, 0], xs[r, -1]
 
@@ -281,8 +310,8 @@ def _linear_half_block(values: np.ndarray, positive: np.ndarray) -> np.ndarray:
     tile = min(_MAX_TILE, max(1, _TILE_BYTES // (n * 2)), -(-cols // n_threads))
     n_chunks = min(n_threads, -(-cols // tile))
     hist = np.zeros((n_chunks, 2 * 65536 if n >= _RADIX_MAX else 1), np.int32)
-    ws = (np.empty((n_chunks, tile, n), np.uint16), hist, np.empty((n_chunks, 3, n + 1)),
-          np.empty((n_chunks, n), np.uint16), consts)
+    ws = (np.empty((n_chunks, tile, n), np.uint16), hist, np.empty((n_chunks, 2, n), np.float32),
+          np.empty((n_chunks, n)), np.empty((n_chunks, n), np.uint16), consts)
     with _KERNEL_LOCK:
         numba.set_num_threads(n_chunks)
         try:

@@ -168,6 +168,27 @@ def test_float16_kernel_matches_float64_path(n: int, balanced: bool) -> None:
                                rtol=1e-12, atol=1e-12)
 
 
+# far from zero: a large common offset and a small spread (the fit centres each class at its median,
+# so nothing cancels); across the radix/histogram cut-off, both class balances, every dtype
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("n, balanced", [(777, True), (5003, False), (5200, True)])
+def test_offset_columns_match_the_oracle(dtype: str, n: int, balanced: bool) -> None:
+    rng = np.random.default_rng(n)
+    labels = rng.permutation(np.arange(n) < n // 2).astype(int) if balanced else (rng.random(n) < 0.3).astype(int)
+    spread = rng.standard_normal((n, 6))
+    values = np.stack([1000 + np.round(spread[:, 0] * 4) / 2,  # float16 steps of 0.5 near 1000
+                       -300 + spread[:, 1] * 0.25, 4 + spread[:, 2] * 1e-2,
+                       spread[:, 3] * 1e-4, 2048 + np.abs(np.round(spread[:, 4])),
+                       1e4 + spread[:, 5] * 8 * (1 - labels)], axis=1).astype(dtype)  # constant toxic values
+    got, want = transport_block(values, labels), oracle(values, labels, "linear-act")
+    scale = np.abs(values.astype(np.float64)).max(axis=0)  # beta = mean q - omega mean x: a difference at this scale
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    assert np.all(np.abs(got[1] - want[1]) <= 1e-12 * np.abs(want[1]) + 4 * np.finfo(np.float64).eps * scale)
+    np.testing.assert_array_equal(got[2:], want[2:])
+    assert got[0, 5] == 1.0
+
+
+
 def test_out_of_core_tiny_budget_equals_in_memory(tmp_path: Path) -> None:
     import dask.array as da
 
