@@ -119,8 +119,8 @@ def _hazen(y: Any, q: Any) -> None:
         elif k >= last:
             q[i] = y[last]
         else:
-            lo = float(y[k])
-            q[i] = lo + (r * inv) * (float(y[k + 1]) - lo)
+            lo = np.float64(y[k])  # float64 whatever y's dtype: the float16 kernel's y is float32
+            q[i] = lo + (r * inv) * (np.float64(y[k + 1]) - lo)
         k += step_k
         r += step_r
         carry = r >= den

@@ -189,6 +189,23 @@ def test_offset_columns_match_the_oracle(dtype: str, n: int, balanced: bool) -> 
 
 
 
+# Hazen interpolation between neighbours of very different size (or either side of zero): the float16
+# kernel keeps its sorted values in float32, so the step between them must be taken in float64
+@pytest.mark.parametrize("n_pos", [3, 600, 5004])  # radix and histogram paths
+def test_hazen_steps_between_distant_neighbours_in_float64(n_pos: int) -> None:
+    values = np.array([[0.0], [1.0], [2.0], [-0.001], [30.0]], np.float16)
+    labels = np.array([1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(transport_block(values, labels), transport_block(values.astype(np.float64), labels))
+    rng = np.random.default_rng(n_pos)
+    size = (n_pos + 2, 5)
+    wide = (np.sign(rng.standard_normal(size)) * 10.0 ** rng.uniform(-4, 4, size)).astype(np.float16)
+    labels = np.r_[np.ones(n_pos, int), 0, 0]
+    want = oracle(wide, labels, "linear-act")
+    got = transport_block(wide, labels)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(wide.astype(np.float64)).max())
+    np.testing.assert_array_equal(got, transport_block(wide.astype(np.float64), labels))
+
+
 def test_out_of_core_tiny_budget_equals_in_memory(tmp_path: Path) -> None:
     import dask.array as da
 
