@@ -105,7 +105,7 @@ def _hazen(y: Any, q: Any) -> None:
 
     The 0-based fractional index is ``num / den`` with ``num = (2i + 1) n_y - n_t``, ``den = 2 n_t``;
     its integer part ``k`` and remainder ``r`` are stepped exactly from ``i`` to ``i + 1`` (no
-    division, no data-dependent branch), the fraction ``r / den`` taken as ``r * (1 / den)``.
+    division; the carry without a branch), the fraction ``r / den`` taken as ``r * (1 / den)``.
     """
     n_t, n_y = q.size, y.size
     den = 2 * n_t

@@ -41,6 +41,14 @@ def oracle(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
     return omega, float(q.mean() - omega * xs.mean()), xs[0], xs[-1]
 
 
+def print_ratios(times: dict[str, list[float]], suffix: str = "") -> None:
+    """One line per phase: median, every run, and the ratio to the first phase's median."""
+    base = statistics.median(next(iter(times.values())))
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:14s} {med:9.2f} {' '.join(f'{t:.2f}' for t in ts):>24s} {med / base:6.2f}x{suffix}")
+
+
 def main() -> None:
     from make_synthetic_store import hook_widths, write_store
 
@@ -86,11 +94,8 @@ def main() -> None:
             results[method] = compute_transport(store, "max", names, method=method,
                                                 memory_budget=args.memory_budget, progress=False)
             times.setdefault(method, []).append(time.perf_counter() - start)
-    base = statistics.median(times["auroc"])
     print(f"{'phase':14s} {'median s':>9s} {'runs':>24s} {'ratio':>7s}")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"{name:14s} {med:9.2f} {' '.join(f'{t:.2f}' for t in ts):>24s} {med / base:6.2f}x")
+    print_ratios(times)
 
     if args.in_memory:  # the kernels alone, on the same values, read into memory once
         blocks = [np.ascontiguousarray(store.activations("max", h)[:]) for h in names]
@@ -105,10 +110,7 @@ def main() -> None:
             for b in blocks:
                 transport_block(b, y)
             kernel["transport_block"].append(time.perf_counter() - start)
-        base_k = statistics.median(kernel["auroc_block"])
-        for name, ts in kernel.items():
-            med = statistics.median(ts)
-            print(f"{name:14s} {med:9.2f} {' '.join(f'{t:.2f}' for t in ts):>24s} {med / base_k:6.2f}x  (in memory)")
+        print_ratios(kernel, "  (in memory)")
         del blocks
 
     if "linear-act" in results:  # correctness on a sample of neurons
